@@ -1,0 +1,5 @@
+"""``python -m gre``: the same command line as the ``gre`` console script."""
+
+from gre.cli import main
+
+main()

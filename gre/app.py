@@ -1,0 +1,212 @@
+"""The HTTP API (Starlette): ``/api/classify``, ``/api/model``, ``/healthz``, ``/readyz``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gre.batchqueue import DeadlineExceeded, Pending, QueueFull
+from gre.classifier import ItemError
+from gre.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
+from gre.imaging import ImageError, TooManyPixels, UnsupportedFormat, check_image
+from gre.scheduler import BatchError, Completed, ShuttingDown
+from gre.service import Service
+
+#: Seconds a client should wait before retrying a 503.
+RETRY_AFTER_S = 1
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request waited."""
+
+
+def parse_top_k(request: Request, service: Service) -> int:
+    """The ``top_k`` query parameter, 1..classes (default ``server.default_top_k``).
+
+    Raises:
+        ApiError: 422 when it is not an integer in range.
+    """
+    raw = request.query_params.get("top_k")
+    classes = service.num_classes
+    if raw is None:
+        default = service.config.server.default_top_k
+        return min(default, classes) if classes else default
+    try:
+        top_k = int(raw)
+    except ValueError:
+        raise ApiError(422, "bad_top_k", f"top_k must be an integer, got {raw!r}") from None
+    if top_k < 1 or (classes is not None and top_k > classes):
+        limit = f"1..{classes}" if classes else ">= 1"
+        raise ApiError(422, "bad_top_k", f"top_k must be in {limit}, got {top_k}")
+    return top_k
+
+
+def parse_timeout(request: Request) -> float | None:
+    """The ``X-Request-Timeout-Ms`` header (ms, > 0), which may only lower the deadline.
+
+    Raises:
+        ApiError: 400 when it is not a positive number.
+    """
+    raw = request.headers.get("x-request-timeout-ms")
+    if raw is None:
+        return None
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = -1.0
+    if not timeout > 0 or timeout == float("inf"):
+        raise ApiError(
+            400, "bad_timeout", f"X-Request-Timeout-Ms must be a positive number, got {raw!r}"
+        )
+    return timeout
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing (413) as soon as it exceeds ``limit`` bytes, before the rest
+    is read; a ``Content-Length`` over the limit is refused without reading anything."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "too_large", f"the body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too_large", f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def wait_for_answer(request: Request, service: Service, pending: Pending) -> Completed:
+    """Wait for the request's answer, dropping it from the queue if the client disconnects.
+
+    Raises:
+        ClientGone: the client disconnected first.
+        DeadlineExceeded, BatchError, ShuttingDown: from the scheduler.
+    """
+    answer = asyncio.ensure_future(service.scheduler.result(pending))
+    disconnect = asyncio.ensure_future(request.receive())
+    try:
+        while True:
+            await asyncio.wait({answer, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+            if answer.done():
+                return answer.result()
+            if disconnect.result()["type"] == "http.disconnect":
+                service.scheduler.cancel(pending)
+                raise ClientGone
+            disconnect = asyncio.ensure_future(request.receive())
+    finally:
+        disconnect.cancel()
+        if not answer.done():
+            answer.cancel()
+
+
+def server_timing(completed: Completed) -> str:
+    """The ``Server-Timing`` header: queue, preprocess and inference durations in ms."""
+    return (
+        f"queue;dur={completed.queue_ms:.3f}, preprocess;dur={completed.preprocess_ms:.3f}, "
+        f"inference;dur={completed.inference_ms:.3f}"
+    )
+
+
+async def classify(request: Request) -> Response:
+    """``POST /api/classify``: the body is one encoded image; answers its top-k classes."""
+    service: Service = request.app.state.service
+    server = service.config.server
+    top_k = parse_top_k(request, service)
+    timeout_ms = parse_timeout(request)
+    body = await read_body(request, server.max_body_bytes)
+    try:
+        check_image(body, server.max_pixels)
+    except UnsupportedFormat as exc:
+        raise ApiError(415, exc.code, str(exc)) from None
+    except TooManyPixels as exc:
+        raise ApiError(413, exc.code, str(exc)) from None
+    except ImageError as exc:
+        raise ApiError(400, exc.code, str(exc)) from None
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    try:
+        pending = service.submit(body, top_k, timeout_ms)
+        completed = await wait_for_answer(request, service, pending)
+    except QueueFull as exc:
+        raise ApiError(503, "queue_full", str(exc), retry) from None
+    except ShuttingDown as exc:
+        raise ApiError(503, "shutting_down", str(exc), retry) from None
+    except BatchError as exc:
+        raise ApiError(503, "replica_failed", str(exc), retry) from None
+    except DeadlineExceeded as exc:
+        raise ApiError(504, "deadline_exceeded", str(exc)) from None
+    except ClientGone:
+        return Response(status_code=499)  # never sent: nobody is listening
+    if isinstance(completed.outcome, ItemError):
+        raise ApiError(400, completed.outcome.code, completed.outcome.message)
+    return JSONResponse(
+        service.answer(completed), headers={"Server-Timing": server_timing(completed)}
+    )
+
+
+async def model(request: Request) -> Response:
+    """``GET /api/model``: model, engine, input shape, classes, devices, batching, batches."""
+    service: Service = request.app.state.service
+    return JSONResponse(service.describe())
+
+
+async def healthz(request: Request) -> Response:
+    """``GET /healthz``: the process is alive and its event loop answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """``GET /readyz``: 200 once every replica loaded its net and ran a warm-up batch."""
+    service: Service = request.app.state.service
+    ready = sum(r.info is not None for r in service.replicas)
+    body = {
+        "ready": service.ready,
+        "draining": service.draining,
+        "replicas": {"ready": ready, "total": len(service.replicas)},
+    }
+    return JSONResponse(body, 200 if service.ready else 503)
+
+
+def create_app(service: Service, start_replicas: bool = True) -> Starlette:
+    """The Starlette application for ``service``.
+
+    With ``start_replicas``, the lifespan starts the replicas in the background (so
+    ``/healthz`` and ``/readyz`` answer while nets load) and stops them on shutdown; a
+    replica that fails to start is recorded in ``app.state.startup_error``.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.startup_error = None
+        task = asyncio.create_task(service.start()) if start_replicas else None
+        try:
+            yield
+        finally:
+            if task is not None and not task.done():
+                task.cancel()
+            await service.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/api/classify", classify, methods=["POST"]),
+            Route("/api/model", model, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return app

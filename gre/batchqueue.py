@@ -1,0 +1,112 @@
+"""The request queue that replicas take batches from.
+
+Work-conserving: an idle replica takes up to ``max_batch_size`` waiting requests at once. With
+``max_queue_delay_s > 0`` it may wait, counted from the oldest waiting request's arrival, for a
+fuller batch. Requests past their deadline are never handed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class QueueFull(Exception):
+    """The queue holds ``max_queue_size`` requests already (HTTP 503)."""
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed before it was answered (HTTP 504)."""
+
+
+_ids = itertools.count()
+
+
+@dataclass(eq=False)
+class Pending:
+    """A request waiting for, or in, a batch.
+
+    Attributes:
+        image: the encoded image bytes.
+        top_k: how many classes to answer.
+        enqueued: arrival time, event-loop clock (s).
+        deadline: when it must be answered by, event-loop clock (s).
+        future: resolved with the outcome, or an exception such as :class:`DeadlineExceeded`.
+        dispatched: when it was handed to a replica (s), ``None`` while queued.
+    """
+
+    image: bytes
+    top_k: int
+    enqueued: float
+    deadline: float
+    future: asyncio.Future[Any]
+    dispatched: float | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+
+
+class BatchQueue:
+    """FIFO of :class:`Pending` with O(1) removal, bounded by ``max_size``."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._items: dict[int, Pending] = {}  # insertion-ordered: the FIFO
+        self._arrival = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Pending) -> None:
+        """Enqueue; raises :class:`QueueFull` at ``max_size``."""
+        if len(self._items) >= self.max_size:
+            raise QueueFull(
+                f"{len(self._items)} requests are waiting; the limit is {self.max_size}"
+            )
+        self._items[item.id] = item
+        self._arrival.set()
+
+    def discard(self, item: Pending) -> bool:
+        """Remove ``item`` if still queued; returns whether it was."""
+        return self._items.pop(item.id, None) is not None
+
+    def expire(self, now: float) -> None:
+        """Fail every queued request whose deadline has passed with :class:`DeadlineExceeded`."""
+        for item in [i for i in self._items.values() if i.deadline <= now]:
+            del self._items[item.id]
+            if not item.future.done():
+                item.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+
+    def drain(self, exc: BaseException) -> None:
+        """Fail every queued request with ``exc`` and empty the queue."""
+        for item in self._items.values():
+            if not item.future.done():
+                item.future.set_exception(exc)
+        self._items.clear()
+
+    async def take(self, max_batch_size: int, max_queue_delay_s: float) -> list[Pending]:
+        """Wait for requests, then return up to ``max_batch_size`` of them, oldest first.
+
+        With fewer than ``max_batch_size`` waiting, waits until the oldest has waited
+        ``max_queue_delay_s`` or the batch fills, whichever is first.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            self.expire(loop.time())
+            if not self._items:
+                self._arrival.clear()
+                await self._arrival.wait()
+                continue
+            if len(self._items) < max_batch_size and max_queue_delay_s > 0:
+                oldest = next(iter(self._items.values()))
+                remaining = oldest.enqueued + max_queue_delay_s - loop.time()
+                if remaining > 0:
+                    self._arrival.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._arrival.wait(), remaining)
+                    continue
+            batch = list(itertools.islice(self._items.values(), max_batch_size))
+            for item in batch:
+                del self._items[item.id]
+            return batch

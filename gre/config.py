@@ -1,0 +1,266 @@
+"""gre's configuration: TOML, validated with pydantic, overridable from the environment and CLI.
+
+Sources, in rising priority: the TOML file; environment ``GRE_<KEY>`` (the key's name in upper
+case, e.g. ``GRE_MAX_BATCH_SIZE=16``; values are read as TOML values where they parse, else as
+strings); the Bitfusion AMI names ``DEPLOY_PROTOTXT``, ``CAFFE_MODEL``, ``MEAN`` and
+``SYNSET_WORDS``; command-line flags. Relative paths resolve against the folder of the file
+they appear in (the working directory for environment and CLI values). A path written
+``package:NAME/FILE`` names a file inside an installed Python package without importing it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    """``[model]``: which net to serve and with which engine."""
+
+    name: str = "open_nsfw"
+    deploy: Path = Field(default=Path("package:nsfw/deploy.prototxt"))
+    weights: Path = Field(default=Path("package:nsfw/resnet_50_1by2_nsfw.caffemodel"))
+    #: One class per line, line i = class i (Caffe's synset_words.txt); the label is the line.
+    synset_words: Path | None = None
+    #: Inline labels, for nets with few classes; used when synset_words is not set.
+    labels: list[str] | None = Field(default_factory=lambda: ["sfw", "nsfw"])
+    engine: Literal["auto", "caffe", "opencv", "null"] = "auto"
+    #: Blob to read as the output; default: the net's last output blob.
+    output_blob: str | None = None
+    #: Apply softmax to the output blob (for nets that end in logits, not a Softmax layer).
+    apply_softmax: bool = False
+
+
+class PreprocessConfig(_Section):
+    """``[preprocess]``: image to input blob, in Caffe's terms (see README)."""
+
+    #: ``[H, W]``: squash to this size then crop (ImageNet: 256x256); ``"input"``: squash
+    #: straight to the net input (GRE, Caffe's C++ classification example).
+    resize: tuple[PositiveInt, PositiveInt] | Literal["input"] = (256, 256)
+    crop: Literal["center", "none"] = "center"
+    #: Per-channel values in the net's channel order, or a .binaryproto / .npy mean file.
+    mean: list[float] | Path | None = Field(default_factory=lambda: [104.0, 117.0, 123.0])
+    mean_mode: Literal["pixel", "image"] = "pixel"
+    #: caffe.io.Transformer.set_raw_scale: pixels are in [0, raw_scale] before the mean.
+    raw_scale: float = Field(default=255.0, gt=0)
+    #: caffe.io.Transformer.set_input_scale: multiplies after the mean (MobileNet: 0.017).
+    input_scale: float = Field(default=1.0, gt=0)
+    channel_order: Literal["BGR", "RGB"] = "BGR"
+
+
+class BatchingConfig(_Section):
+    """``[batching]``: the dynamic batcher."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    #: How long an idle replica may wait for a fuller batch (0 = never wait), ms.
+    max_queue_delay_ms: float = Field(default=0.0, ge=0, le=60_000)
+    #: Requests waiting beyond this many are refused with 503.
+    max_queue_size: int = Field(default=256, ge=1)
+    #: Each request's deadline from arrival, ms; ``X-Request-Timeout-Ms`` may lower it.
+    timeout_ms: float = Field(default=10_000.0, gt=0)
+
+
+class ReplicasConfig(_Section):
+    """``[replicas]``: worker processes, each bound to one device."""
+
+    #: ``"cpu"``, ``"all"`` (every GPU found, else the CPU) or a list of GPU indices.
+    devices: Literal["all", "cpu"] | list[Annotated[int, Field(ge=0)]] = "cpu"
+    instances_per_device: int = Field(default=1, ge=1, le=64)
+    #: Compute threads per CPU replica; 0 = the machine's cores divided among CPU replicas.
+    cpu_threads: int = Field(default=0, ge=0)
+    #: Threads per replica that decode and preprocess images.
+    decode_threads: int = Field(default=2, ge=1)
+
+
+class ServerConfig(_Section):
+    """``[server]``: HTTP front end."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    default_top_k: int = Field(default=5, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    """The whole configuration; every section has defaults that serve open_nsfw."""
+
+    model: ModelConfig = ModelConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    batching: BatchingConfig = BatchingConfig()
+    replicas: ReplicasConfig = ReplicasConfig()
+    server: ServerConfig = ServerConfig()
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the source, key and problem."""
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    name: info.annotation  # type: ignore[misc]
+    for name, info in Config.model_fields.items()
+}
+#: Flat key -> section, for ``GRE_<KEY>`` and ``--set KEY=VALUE``; keys are unique by design.
+KEY_SECTIONS: dict[str, str] = {
+    key: section for section, cls in _SECTIONS.items() for key in cls.model_fields
+}
+_PATH_KEYS = {"deploy", "weights", "synset_words", "mean"}
+#: The Bitfusion AMI's /etc/default names.
+AMI_NAMES = {
+    "DEPLOY_PROTOTXT": "deploy",
+    "CAFFE_MODEL": "weights",
+    "MEAN": "mean",
+    "SYNSET_WORDS": "synset_words",
+}
+
+
+def resolve_path(value: str, base: Path) -> str:
+    """Resolve ``package:NAME/FILE`` or a path relative to ``base`` to an absolute path.
+
+    Raises:
+        ConfigError: the package is not installed.
+    """
+    if value.startswith("package:"):
+        package, _, rest = value.removeprefix("package:").partition("/")
+        spec = importlib.util.find_spec(package)  # finds without importing the package
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"{value}: Python package {package!r} is not installed")
+        return str(Path(next(iter(spec.submodule_search_locations))) / rest)
+    return str((base / Path(value).expanduser()).resolve())
+
+
+def parse_value(raw: str) -> Any:
+    """Read an environment or CLI value: a TOML value if it parses (16, [0, 2]), else a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+class _Layered:
+    """Raw values keyed by (section, key), each remembering where it came from."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, Any]] = {}
+        self.sources: dict[tuple[str, str], str] = {}
+
+    def set(self, section: str, key: str, value: Any, source: str, base: Path) -> None:
+        if key in _PATH_KEYS and isinstance(value, str):
+            value = resolve_path(value, base)
+        self.values.setdefault(section, {})[key] = value
+        self.sources[(section, key)] = source
+        if key == "synset_words" and section == "model":
+            self.values["model"].setdefault("labels", None)  # synset words replace the default
+
+
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration from a TOML file, the environment and CLI overrides.
+
+    Args:
+        path: TOML file; ``None`` serves the embedded default model (open_nsfw).
+        environ: the environment (default ``os.environ``).
+        overrides: flat ``key -> value`` from the command line (strings are parsed as by
+            :func:`parse_value`; ``None`` values are ignored).
+
+    Raises:
+        ConfigError: unreadable file, TOML syntax, unknown key, invalid value, or a model file
+            that does not exist -- the message names the source and the key.
+    """
+    environ = os.environ if environ is None else environ
+    layered = _Layered()
+    cwd = Path.cwd()
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror or exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+        for section, table in raw.items():
+            if section not in _SECTIONS or not isinstance(table, dict):
+                raise ConfigError(f"{path}: unknown section [{section}]")
+            for key, value in table.items():
+                layered.set(section, key, value, str(path), path.parent.resolve())
+    for key, section in KEY_SECTIONS.items():
+        name = f"GRE_{key.upper()}"
+        if name in environ:
+            layered.set(section, key, parse_value(environ[name]), f"environment {name}", cwd)
+    for name, key in AMI_NAMES.items():
+        if environ.get(name):
+            section = KEY_SECTIONS[key]
+            layered.set(section, key, parse_value(environ[name]), f"environment {name}", cwd)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in KEY_SECTIONS:
+            raise ConfigError(f"command line: unknown key {key!r}")
+        value = parse_value(value) if isinstance(value, str) else value
+        layered.set(KEY_SECTIONS[key], key, value, f"command line {key}", cwd)
+    try:
+        config = Config.model_validate(layered.values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, layered, path)) from None
+    config = _resolve_packaged_defaults(config)
+    _check_files(config, layered)
+    return config
+
+
+def _resolve_packaged_defaults(config: Config) -> Config:
+    model = config.model
+    update = {
+        key: Path(resolve_path(str(value), Path.cwd()))
+        for key, value in (("deploy", model.deploy), ("weights", model.weights))
+        if str(value).startswith("package:")
+    }
+    return (
+        config.model_copy(update={"model": model.model_copy(update=update)}) if update else config
+    )
+
+
+def _describe(exc: ValidationError, layered: _Layered, path: Path | None) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        dotted = ".".join(loc[:2])
+        source = layered.sources.get((loc[0], loc[1])) if len(loc) > 1 else None
+        source = source or (str(path) if path else "config")
+        got = f" (got {error['input']!r})" if error["type"] != "extra_forbidden" else ""
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        lines.append(f"{source}: {dotted}: {message}{got}")
+    return "\n".join(lines)
+
+
+def _check_files(config: Config, layered: _Layered) -> None:
+    files = {
+        ("model", "deploy"): config.model.deploy,
+        ("model", "weights"): config.model.weights,
+        ("model", "synset_words"): config.model.synset_words,
+        ("preprocess", "mean"): config.preprocess.mean
+        if isinstance(config.preprocess.mean, Path)
+        else None,
+    }
+    for (section, key), file in files.items():
+        if file is None or (config.model.engine == "null" and key == "weights"):
+            continue
+        source = layered.sources.get((section, key), "default")
+        if not file.is_file():
+            raise ConfigError(f"{source}: {section}.{key}: no such file: {file}")
+        if not os.access(file, os.R_OK):
+            raise ConfigError(f"{source}: {section}.{key}: file is not readable: {file}")

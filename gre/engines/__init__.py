@@ -1,0 +1,91 @@
+"""Engines: a Caffe net loaded for one device, run on ``(N, C, H, W) float32`` batches.
+
+Every engine implements :class:`Engine`. ``load_engine`` picks one by name; ``"auto"`` prefers
+pycaffe (the reference implementation) when it is importable, else OpenCV's DNN module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from gre.device import Device
+
+Batch = npt.NDArray[np.float32]
+Output = npt.NDArray[np.float32]
+
+
+class EngineError(RuntimeError):
+    """The engine cannot load the model or run it on the requested device."""
+
+
+class Engine(Protocol):
+    """A Caffe net ready to run on one device.
+
+    Attributes:
+        name: ``"opencv"``, ``"caffe"`` or ``"null"``.
+        device: the device it actually runs on, e.g. ``"cpu"`` or ``"gpu:0"``.
+    """
+
+    name: str
+    device: str
+
+    def forward(self, batch: Batch) -> Output:
+        """Run ``(N, C, H, W) float32`` through the net; return the output blob as ``(N, K)``
+        float32 (trailing dimensions flattened). The net is reshaped to ``N``; no padding.
+        """
+        ...
+
+
+def caffe_importable() -> bool:
+    """``True`` when ``import caffe`` would find pycaffe (checked without importing it)."""
+    return importlib.util.find_spec("caffe") is not None
+
+
+def resolve_engine_name(name: str) -> str:
+    """Map ``"auto"`` to ``"caffe"`` when pycaffe is importable, else ``"opencv"``."""
+    if name == "auto":
+        return "caffe" if caffe_importable() else "opencv"
+    return name
+
+
+def load_engine(
+    name: str,
+    deploy: Path,
+    weights: Path,
+    device: Device,
+    threads: int,
+    output_blob: str | None,
+    num_classes: int,
+) -> Engine:
+    """Load ``deploy`` + ``weights`` with the named engine on ``device``.
+
+    Args:
+        name: ``"auto"``, ``"caffe"``, ``"opencv"`` or ``"null"``.
+        threads: compute threads for a CPU device (ignored on a GPU).
+        output_blob: blob to read; ``None`` for the net's last output.
+        num_classes: ``K``, used only by the ``null`` engine.
+
+    Raises:
+        EngineError: unknown engine, engine not installed, or the model does not load.
+    """
+    name = resolve_engine_name(name)
+    if name == "opencv":
+        from gre.engines.opencv import OpenCVEngine
+
+        return OpenCVEngine(deploy, weights, device, threads, output_blob)
+    if name == "caffe":
+        if not caffe_importable():
+            raise EngineError("engine 'caffe' needs pycaffe: run `make caffe` (see README)")
+        from gre.engines.caffe import CaffeEngine
+
+        return CaffeEngine(deploy, weights, device, threads, output_blob)
+    if name == "null":
+        from gre.engines.null import NullEngine
+
+        return NullEngine(num_classes, device)
+    raise EngineError(f"unknown engine {name!r}")

@@ -1,0 +1,133 @@
+"""The front end's handle on one replica process: start it, send it batches, stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from gre import wire
+from gre.classifier import BatchResult
+from gre.worker import BatchFailed, Failed, Ready, ReplicaSpec
+
+
+class ReplicaError(RuntimeError):
+    """A replica failed: it could not start, died, or its forward pass raised."""
+
+
+def replica_environment(spec: ReplicaSpec) -> dict[str, str]:
+    """The process environment for a replica: its GPU pinned before any CUDA library loads,
+    or its compute threads fixed before OpenBLAS / OpenMP start."""
+    env = dict(os.environ)
+    if spec.device.is_gpu:
+        env["CUDA_VISIBLE_DEVICES"] = str(spec.device.index)
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU replica must not grab a GPU
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[name] = str(spec.threads)
+    return env
+
+
+class Replica:
+    """One replica process, driven over a socketpair with asyncio streams.
+
+    ``name`` is ``"<index>@<device>"``, e.g. ``"0@cpu"``. ``info`` is set once it is ready.
+    """
+
+    def __init__(self, spec: ReplicaSpec) -> None:
+        self.spec = spec
+        self.name = f"{spec.index}@{spec.device}"
+        self.info: Ready | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The replica process id, while it runs."""
+        return self._process.pid if self._process else None
+
+    async def start(self, timeout_s: float) -> Ready:
+        """Spawn the process and wait until its net is loaded and warmed up.
+
+        Raises:
+            ReplicaError: it reported a failure, exited, or was not ready in ``timeout_s``.
+        """
+        ours, theirs = socket.socketpair()
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                # Not `-m gre.worker`: that would make the module __main__, and the messages
+                # it pickles would name classes the front end cannot find.
+                "from gre.worker import main; main()",
+                str(theirs.fileno()),
+                pass_fds=[theirs.fileno()],
+                env=replica_environment(self.spec),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self._reader, self._writer = await asyncio.open_connection(sock=ours)
+        self._writer.write(wire.pack(self.spec))
+        try:
+            reply = await asyncio.wait_for(wire.read(self._reader), timeout_s)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            await self.kill()
+            raise ReplicaError(f"replica {self.name} exited while starting") from exc
+        except TimeoutError as exc:
+            await self.kill()
+            raise ReplicaError(f"replica {self.name} not ready after {timeout_s:.0f} s") from exc
+        if isinstance(reply, Failed):
+            await self.kill()
+            raise ReplicaError(f"replica {self.name} failed to start: {reply.message}")
+        ready: Ready = reply
+        self.info = ready
+        return ready
+
+    async def run(self, images: Sequence[bytes], top_ks: Sequence[int]) -> BatchResult:
+        """Classify one batch of encoded images in the replica.
+
+        Raises:
+            ReplicaError: the replica died (connection lost) or its forward pass raised.
+        """
+        if self._reader is None or self._writer is None:
+            raise ReplicaError(f"replica {self.name} is not running")
+        try:
+            self._writer.write(wire.pack((list(images), list(top_ks))))
+            reply = await wire.read(self._reader)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise ReplicaError(f"replica {self.name} died") from exc
+        if isinstance(reply, BatchFailed):
+            raise ReplicaError(f"replica {self.name}: {reply.message}")
+        result: BatchResult = reply
+        return result
+
+    async def stop(self, timeout_s: float = 10.0) -> int | None:
+        """Ask the process to exit after its current batch; kill it after ``timeout_s``.
+
+        Returns its exit status (``None`` if it was never started).
+        """
+        if self._process is None:
+            return None
+        if self._writer is not None and not self._writer.is_closing():
+            with contextlib.suppress(ConnectionError):
+                self._writer.write(wire.pack(None))
+                self._writer.close()
+        try:
+            return await asyncio.wait_for(self._process.wait(), timeout_s)
+        except TimeoutError:
+            return await self.kill()
+
+    async def kill(self) -> int:
+        """Kill the process (SIGKILL) and reap it; returns its exit status."""
+        assert self._process is not None
+        if self._writer is not None:
+            self._writer.close()
+        if self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+        return await self._process.wait()

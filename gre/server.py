@@ -1,0 +1,115 @@
+"""Run the service under Uvicorn (uvloop + httptools), with a graceful drain on SIGTERM/SIGINT.
+
+The first SIGTERM or SIGINT turns ``/readyz`` 503 and new requests 503, lets queued and
+in-flight requests finish, then stops the server and the replicas; exit status 0. A second
+signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Coroutine, Generator
+from types import FrameType
+from typing import Any
+
+import uvicorn
+import uvloop
+
+from gre.app import create_app
+from gre.config import Config
+from gre.service import Service
+
+log = logging.getLogger("gre.server")
+
+#: Seconds to let queued and in-flight requests finish after SIGTERM.
+DRAIN_TIMEOUT_S = 30.0
+
+
+class GreServer(uvicorn.Server):
+    """Uvicorn's server with gre's drain-then-exit signal handling and start-up supervision."""
+
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+        super().__init__(config)
+        self.service = service
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # Unlike uvicorn's, re-raises nothing afterwards: a drained shutdown exits 0.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.service.draining or self._loop is None:
+            self.should_exit = True
+            self.force_exit = self.service.draining
+            return
+        self.service.draining = True  # /readyz 503 and new requests 503 from now on
+        self._loop.call_soon_threadsafe(self._spawn, self._drain())
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self) -> None:
+        log.info("draining: %d queued, %d in flight", *self._backlog())
+        self.service.scheduler.close_intake()
+        await self.service.scheduler.drain(DRAIN_TIMEOUT_S)
+        self.should_exit = True
+
+    def _backlog(self) -> tuple[int, int]:
+        scheduler = self.service.scheduler
+        return len(scheduler.queue), scheduler.in_flight
+
+    async def _start_replicas(self) -> None:
+        try:
+            await self.service.start()
+        except Exception as exc:  # any failure to start is fatal: systemd restarts us
+            log.error("start-up failed: %s", exc)
+            self.exit_code = 1
+            self.should_exit = True
+
+    async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        self._loop = asyncio.get_running_loop()
+        self._spawn(self._start_replicas())
+        await super().serve(sockets)  # type: ignore[arg-type]
+
+
+def build_server(config: Config) -> GreServer:
+    """The server for ``config``; raises :class:`StartupError` for an unusable model."""
+    service = Service(config)
+    app = create_app(service, start_replicas=False)
+    uvicorn_config = uvicorn.Config(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        http="httptools",
+        loop="none",
+        lifespan="on",
+        access_log=False,
+        log_level=config.server.log_level,
+        log_config=None,
+    )
+    return GreServer(uvicorn_config, service)
+
+
+def run(config: Config) -> int:
+    """Serve until drained; returns the process exit status (0, or 1 if replicas failed)."""
+    server = build_server(config)
+    uvloop.run(server.serve())
+    return server.exit_code
