@@ -164,13 +164,13 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """``GET /readyz``: 200 once every replica loaded its net and ran a warm-up batch."""
+    """``GET /readyz``: 200 once every replica has loaded its net and run a warm-up batch,
+    then while at least one replica is up; 503 otherwise and while draining."""
     service: Service = request.app.state.service
-    ready = sum(r.info is not None for r in service.replicas)
     body = {
         "ready": service.ready,
         "draining": service.draining,
-        "replicas": {"ready": ready, "total": len(service.replicas)},
+        "replicas": {"ready": service.pool.ready_count, "total": len(service.pool.slots)},
     }
     return JSONResponse(body, 200 if service.ready else 503)
 

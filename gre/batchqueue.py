@@ -44,6 +44,8 @@ class Pending:
     deadline: float
     future: asyncio.Future[Any]
     dispatched: float | None = None
+    #: Times it was handed to a replica that then died (it is retried once elsewhere).
+    attempts: int = 0
     id: int = field(default_factory=lambda: next(_ids))
 
 
@@ -66,6 +68,13 @@ class BatchQueue:
             )
         self._items[item.id] = item
         self._arrival.set()
+
+    def requeue_front(self, items: list[Pending]) -> None:
+        """Put ``items`` (already admitted once) back at the head, oldest first, even past
+        ``max_size``: they were accepted before and must not be refused now."""
+        if items:
+            self._items = {i.id: i for i in items} | self._items
+            self._arrival.set()
 
     def discard(self, item: Pending) -> bool:
         """Remove ``item`` if still queued; returns whether it was."""

@@ -75,13 +75,22 @@ class BatchingConfig(_Section):
 class ReplicasConfig(_Section):
     """``[replicas]``: worker processes, each bound to one device."""
 
-    #: ``"cpu"``, ``"all"`` (every GPU found, else the CPU) or a list of GPU indices.
-    devices: Literal["all", "cpu"] | list[Annotated[int, Field(ge=0)]] = "cpu"
+    #: ``"cpu"``, ``"all"`` (every GPU found, else the CPU) or a list of GPU indices, where
+    #: each ``"cpu"`` entry is a CPU device of its own (``["cpu", "cpu"]``: two CPU devices).
+    devices: Literal["all", "cpu"] | list[Annotated[int, Field(ge=0)] | Literal["cpu"]] = "cpu"
     instances_per_device: int = Field(default=1, ge=1, le=64)
     #: Compute threads per CPU replica; 0 = the machine's cores divided among CPU replicas.
     cpu_threads: int = Field(default=0, ge=0)
     #: Threads per replica that decode and preprocess images.
     decode_threads: int = Field(default=2, ge=1)
+    #: A replica that takes longer over one batch is killed and restarted, ms.
+    replica_timeout_ms: float = Field(default=30_000.0, gt=0)
+    #: How long a replica may take to load its net and warm up, s.
+    start_timeout_s: float = Field(default=120.0, gt=0)
+    #: Consecutive failed starts of one replica after which the service exits non-zero.
+    start_attempts: int = Field(default=3, ge=1)
+    #: First wait before restarting a replica, doubled per consecutive crash (max 30 s), ms.
+    restart_backoff_ms: float = Field(default=250.0, ge=0)
 
 
 class ServerConfig(_Section):
@@ -93,6 +102,8 @@ class ServerConfig(_Section):
     max_pixels: int = Field(default=40_000_000, ge=1)
     default_top_k: int = Field(default=5, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: After SIGTERM, how long queued and in-flight requests may take to finish, s.
+    drain_timeout_s: float = Field(default=30.0, ge=0)
 
 
 class Config(_Section):

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gre.config import Config
+from gre.engines import engine_has_gpu
 from gre.gpus import discover_gpus
 from gre.plan import plan_replicas
 from gre.service import load_model
@@ -19,7 +20,9 @@ def describe(config: Config) -> dict[str, Any]:
     """
     model = load_model(config)
     gpus, problem = discover_gpus()
-    plans = plan_replicas(config.replicas, gpus, problem, model.engine)
+    plans = plan_replicas(
+        config.replicas, gpus, problem, model.engine, engine_has_gpu(model.engine)
+    )
     return {
         "model": {
             "name": model.name,

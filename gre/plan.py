@@ -26,35 +26,53 @@ class ReplicaPlan:
     threads: int
 
 
-def plan_replicas(
-    config: ReplicasConfig, gpus: list[GpuInfo], nvml_problem: str | None, engine: str
-) -> list[ReplicaPlan]:
-    """Place ``instances_per_device`` replicas on each selected device.
+def plan_devices(
+    config: ReplicasConfig, gpus: list[GpuInfo], nvml_problem: str | None
+) -> list[Device]:
+    """The devices ``replicas.devices`` selects.
 
-    ``devices = "all"`` takes every GPU found, or the CPU when there is none (logged);
-    a list of indices takes exactly those GPUs.
+    ``"all"`` takes every GPU found, or the CPU when there is none (logged once); a list
+    takes exactly those GPU indices and one CPU device per ``"cpu"`` entry.
 
     Raises:
-        PlanError: GPU indices requested but not present, or a GPU list with an engine that
-            cannot use a GPU (``null``).
+        PlanError: a GPU index that is not present.
     """
     if config.devices == "cpu":
-        devices = [Device.cpu()]
-    elif config.devices == "all":
+        return [Device.cpu()]
+    if config.devices == "all":
         if gpus:
-            devices = [Device.gpu(g.index) for g in gpus]
-        else:
-            log.warning("no GPU found (%s): serving with CPU replicas", nvml_problem or "0 GPUs")
-            devices = [Device.cpu()]
-    else:
-        present = {g.index for g in gpus}
-        missing = [i for i in config.devices if i not in present]
-        if missing:
-            why = nvml_problem or f"found GPUs {sorted(present)}"
-            raise PlanError(f"replicas.devices asks for GPU {missing}, not present ({why})")
-        if engine == "null":
-            raise PlanError("engine 'null' runs no net and cannot be placed on GPUs")
-        devices = [Device.gpu(i) for i in config.devices]
+            return [Device.gpu(g.index) for g in gpus]
+        log.warning("no GPU found (%s): serving with CPU replicas", nvml_problem or "0 GPUs")
+        return [Device.cpu()]
+    present = {g.index for g in gpus}
+    missing = [i for i in config.devices if i != "cpu" and i not in present]
+    if missing:
+        why = nvml_problem or f"NVML found GPUs {sorted(present)}"
+        raise PlanError(f"replicas.devices asks for GPU {missing}, not present ({why})")
+    return [Device.cpu() if d == "cpu" else Device.gpu(d) for d in config.devices]
+
+
+def plan_replicas(
+    config: ReplicasConfig,
+    gpus: list[GpuInfo],
+    nvml_problem: str | None,
+    engine: str,
+    engine_has_gpu: bool,
+) -> list[ReplicaPlan]:
+    """Place ``instances_per_device`` replicas on each device of :func:`plan_devices`.
+
+    CPU replicas get ``cpu_threads`` compute threads each, or the cores shared among them.
+
+    Raises:
+        PlanError: GPUs requested but absent, or GPUs with an engine that cannot use them
+            (``engine_has_gpu`` false: the opencv wheel has no CUDA, a CPU-only pycaffe).
+    """
+    devices = plan_devices(config, gpus, nvml_problem)
+    if any(d.is_gpu for d in devices) and not engine_has_gpu:
+        raise PlanError(
+            f"engine {engine!r} has no GPU support in this installation, but replicas.devices "
+            f"selects GPUs {[d.index for d in devices if d.is_gpu]}"
+        )
     cpu_replicas = sum(config.instances_per_device for d in devices if not d.is_gpu)
     cores = os.cpu_count() or 1
     threads = config.cpu_threads or max(1, cores // max(1, cpu_replicas))

@@ -11,11 +11,16 @@ from collections.abc import Sequence
 
 from gre import wire
 from gre.classifier import BatchResult
+from gre.scheduler import WorkerLost
 from gre.worker import BatchFailed, Failed, Ready, ReplicaSpec
 
 
 class ReplicaError(RuntimeError):
     """A replica failed: it could not start, died, or its forward pass raised."""
+
+
+class ReplicaDied(ReplicaError, WorkerLost):
+    """The replica process is gone (killed, crashed) or its connection broke."""
 
 
 def replica_environment(spec: ReplicaSpec) -> dict[str, str]:
@@ -95,12 +100,12 @@ class Replica:
             ReplicaError: the replica died (connection lost) or its forward pass raised.
         """
         if self._reader is None or self._writer is None:
-            raise ReplicaError(f"replica {self.name} is not running")
+            raise ReplicaDied(f"replica {self.name} is not running")
         try:
             self._writer.write(wire.pack((list(images), list(top_ks))))
             reply = await wire.read(self._reader)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise ReplicaError(f"replica {self.name} died") from exc
+            raise ReplicaDied(f"replica {self.name} (pid {self.pid}) died") from exc
         if isinstance(reply, BatchFailed):
             raise ReplicaError(f"replica {self.name}: {reply.message}")
         result: BatchResult = reply
@@ -121,6 +126,16 @@ class Replica:
             return await asyncio.wait_for(self._process.wait(), timeout_s)
         except TimeoutError:
             return await self.kill()
+
+    async def wait(self) -> int:
+        """Wait for the process to exit; returns its exit status (negative: killed by signal)."""
+        assert self._process is not None
+        return await self._process.wait()
+
+    async def kill_if_started(self) -> None:
+        """:meth:`kill`, if the process was ever spawned."""
+        if self._process is not None:
+            await self.kill()
 
     async def kill(self) -> int:
         """Kill the process (SIGKILL) and reap it; returns its exit status."""

@@ -31,6 +31,10 @@ class BatchError(Exception):
     """The replica failed the batch this request was in (HTTP 503)."""
 
 
+class WorkerLost(Exception):
+    """A worker died or stopped answering; the scheduler stops dispatching to it."""
+
+
 class Worker(Protocol):
     """What the scheduler dispatches to: a replica, or a fake one in tests."""
 
@@ -68,6 +72,8 @@ class Scheduler:
         self.batch_sizes: Counter[int] = Counter()
         self._dispatchers: dict[str, asyncio.Task[None]] = {}
         self._in_flight: set[Pending] = set()
+        self._live: set[str] = set()
+        self._busy: set[str] = set()
         self._closing = False
 
     def submit(self, image: bytes, top_k: int, timeout_ms: float | None = None) -> Pending:
@@ -117,48 +123,108 @@ class Scheduler:
         """Requests handed to replicas and not yet answered."""
         return len(self._in_flight)
 
-    def serve(self, worker: Worker) -> None:
-        """Start dispatching batches to ``worker`` (idempotent per worker name)."""
-        if worker.name not in self._dispatchers:
-            task = asyncio.create_task(self._dispatch(worker), name=f"dispatch-{worker.name}")
-            self._dispatchers[worker.name] = task
+    def busy(self, name: str) -> bool:
+        """Whether worker ``name`` is running a batch now."""
+        return name in self._busy
 
-    async def _dispatch(self, worker: Worker) -> None:
+    @property
+    def live_workers(self) -> int:
+        """Workers being dispatched to (their replicas are up)."""
+        return len(self._live)
+
+    def serve(self, worker: Worker, timeout_s: float | None = None) -> asyncio.Task[None]:
+        """Dispatch to ``worker`` in a task of its own until it is lost (then log and end)."""
+
+        async def run() -> None:
+            try:
+                await self.run_worker(worker, timeout_s)
+            except WorkerLost as exc:
+                log.error("%s", exc)
+
+        task = asyncio.create_task(run(), name=f"dispatch-{worker.name}")
+        self._dispatchers[worker.name] = task
+        return task
+
+    async def run_worker(self, worker: Worker, timeout_s: float | None = None) -> None:
+        """Take batches for ``worker`` whenever it is idle, until it is lost.
+
+        A batch that fails in the worker (its forward raised) is answered :class:`BatchError`
+        and dispatching goes on. A worker that dies (raises :class:`WorkerLost`) or takes
+        longer than ``timeout_s`` over a batch is lost: each request of that batch is retried
+        once at the head of the queue when another worker is live, else answered
+        :class:`BatchError`; then :class:`WorkerLost` is raised to the caller, which must
+        replace the worker.
+
+        Raises:
+            WorkerLost: the worker died or timed out.
+        """
         loop = asyncio.get_running_loop()
         delay_s = self.batching.max_queue_delay_ms / 1e3
-        while True:
-            batch = await self.queue.take(self.batching.max_batch_size, delay_s)
-            batch = [item for item in batch if not item.future.done()]
-            if not batch:
-                continue
-            now = loop.time()
-            for item in batch:
-                item.dispatched = now
-            self._in_flight.update(batch)
-            self.batch_sizes[len(batch)] += 1
-            try:
-                result = await worker.run([i.image for i in batch], [i.top_k for i in batch])
-            except asyncio.CancelledError:
-                self._fail(batch, ShuttingDown("the service stopped before answering"))
-                raise
-            except Exception as exc:
-                log.error("batch of %d failed on replica %s: %s", len(batch), worker.name, exc)
-                self._fail(batch, BatchError(f"the replica failed this batch: {exc}"))
-                continue
-            finally:
-                self._in_flight.difference_update(batch)
-            for item, outcome in zip(batch, result.outcomes, strict=True):
-                if not item.future.done():
-                    item.future.set_result(
-                        Completed(
-                            outcome=outcome,
-                            queue_ms=(now - item.enqueued) * 1e3,
-                            preprocess_ms=result.preprocess_ms,
-                            inference_ms=result.inference_ms,
-                            batch_size=len(batch),
-                            replica=worker.name,
-                        )
+        self._live.add(worker.name)
+        try:
+            while True:
+                batch = await self.queue.take(self.batching.max_batch_size, delay_s)
+                batch = [item for item in batch if not item.future.done()]
+                if not batch:
+                    continue
+                now = loop.time()
+                for item in batch:
+                    item.dispatched = now
+                self._in_flight.update(batch)
+                self._busy.add(worker.name)
+                self.batch_sizes[len(batch)] += 1
+                try:
+                    work = worker.run([i.image for i in batch], [i.top_k for i in batch])
+                    result = await asyncio.wait_for(work, timeout_s)
+                except TimeoutError:
+                    self._recover(batch, worker.name)
+                    raise WorkerLost(
+                        f"replica {worker.name} did not answer a batch of {len(batch)} "
+                        f"within {timeout_s:.1f} s"
+                    ) from None
+                except WorkerLost:
+                    self._recover(batch, worker.name)
+                    raise
+                except asyncio.CancelledError:
+                    self._fail(batch, ShuttingDown("the service stopped before answering"))
+                    raise
+                except Exception as exc:
+                    log.error("batch of %d failed on replica %s: %s", len(batch), worker.name, exc)
+                    self._fail(batch, BatchError(f"the replica failed this batch: {exc}"))
+                    continue
+                finally:
+                    self._in_flight.difference_update(batch)
+                    self._busy.discard(worker.name)
+                self._complete(batch, result, now, worker.name)
+        finally:
+            self._live.discard(worker.name)
+
+    def _complete(self, batch: list[Pending], result: BatchResult, now: float, name: str) -> None:
+        for item, outcome in zip(batch, result.outcomes, strict=True):
+            if not item.future.done():
+                item.future.set_result(
+                    Completed(
+                        outcome=outcome,
+                        queue_ms=(now - item.enqueued) * 1e3,
+                        preprocess_ms=result.preprocess_ms,
+                        inference_ms=result.inference_ms,
+                        batch_size=len(batch),
+                        replica=name,
                     )
+                )
+
+    def _recover(self, batch: list[Pending], lost: str) -> None:
+        others = bool(self._live - {lost})
+        retry = [i for i in batch if not i.future.done() and i.attempts == 0 and others]
+        for item in retry:
+            item.attempts += 1
+            item.dispatched = None
+        self.queue.requeue_front(retry)
+        why = "it was already retried once" if others else "no other replica is up"
+        self._fail(
+            [i for i in batch if i not in retry],
+            BatchError(f"replica {lost} died while running this request and {why}"),
+        )
 
     @staticmethod
     def _fail(batch: list[Pending], exc: Exception) -> None:
@@ -181,7 +247,8 @@ class Scheduler:
         return True
 
     async def close(self) -> None:
-        """Stop the dispatchers and fail whatever is still queued with :class:`ShuttingDown`."""
+        """Stop the dispatchers started by :meth:`serve` and fail whatever is still queued with
+        :class:`ShuttingDown`."""
         self._closing = True
         for task in self._dispatchers.values():
             task.cancel()

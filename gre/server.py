@@ -25,9 +25,6 @@ from gre.service import Service
 
 log = logging.getLogger("gre.server")
 
-#: Seconds to let queued and in-flight requests finish after SIGTERM.
-DRAIN_TIMEOUT_S = 30.0
-
 
 class GreServer(uvicorn.Server):
     """Uvicorn's server with gre's drain-then-exit signal handling and start-up supervision."""
@@ -58,7 +55,6 @@ class GreServer(uvicorn.Server):
             self.should_exit = True
             self.force_exit = self.service.draining
             return
-        self.service.draining = True  # /readyz 503 and new requests 503 from now on
         self._loop.call_soon_threadsafe(self._spawn, self._drain())
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -67,22 +63,28 @@ class GreServer(uvicorn.Server):
         task.add_done_callback(self._tasks.discard)
 
     async def _drain(self) -> None:
+        self.service.begin_drain()  # /readyz 503 and new requests 503 from now on
         log.info("draining: %d queued, %d in flight", *self._backlog())
-        self.service.scheduler.close_intake()
-        await self.service.scheduler.drain(DRAIN_TIMEOUT_S)
+        timeout = self.service.config.server.drain_timeout_s
+        if not await self.service.scheduler.drain(timeout):
+            log.warning("drain timed out after %.0f s", timeout)
         self.should_exit = True
 
     def _backlog(self) -> tuple[int, int]:
         scheduler = self.service.scheduler
         return len(scheduler.queue), scheduler.in_flight
 
+    def _fatal(self, error: str) -> None:
+        log.error("exiting: %s", error)
+        self.exit_code = 1
+        self.should_exit = True
+
     async def _start_replicas(self) -> None:
+        self.service.on_fatal = self._fatal
         try:
             await self.service.start()
         except Exception as exc:  # any failure to start is fatal: systemd restarts us
-            log.error("start-up failed: %s", exc)
-            self.exit_code = 1
-            self.should_exit = True
+            self._fatal(f"start-up failed: {exc}")
 
     async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gre.batchqueue import Pending
 from gre.classifier import Prediction
 from gre.config import Config
-from gre.engines import resolve_engine_name
+from gre.engines import engine_has_gpu, resolve_engine_name
 from gre.gpus import discover_gpus
 from gre.labels import read_synset_words
 from gre.plan import ReplicaPlan, plan_replicas
+from gre.pool import ReplicaPool
 from gre.preprocess import Preprocessor
 from gre.prototxt import NetSpec, read_net_spec
-from gre.replica import Replica, ReplicaError
+from gre.replica import ReplicaError
 from gre.scheduler import Completed, Scheduler
-from gre.worker import ReplicaSpec
+from gre.worker import Ready, ReplicaSpec
 
 log = logging.getLogger("gre.service")
 
@@ -64,9 +66,13 @@ def load_model(config: Config) -> Model:
 class Service:
     """Replicas + scheduler for one model.
 
-    ``start()`` spawns the replicas; ``classify()`` queues a request; ``stop()`` drains.
-    Construction validates the model (:func:`load_model`) and plans replicas, raising
-    :class:`StartupError` before any process is started.
+    Construction validates the model (:func:`load_model`) and plans the replicas, raising
+    :class:`StartupError` before any process starts. ``start()`` starts the replicas under a
+    :class:`~gre.pool.ReplicaPool`; ``submit()`` queues a request; ``stop()`` drains.
+
+    Attributes:
+        on_fatal: called with the error when a replica cannot be started any more (the
+            server then exits non-zero).
     """
 
     def __init__(self, config: Config) -> None:
@@ -75,13 +81,24 @@ class Service:
         gpus, nvml_problem = discover_gpus()
         try:
             self.plans: list[ReplicaPlan] = plan_replicas(
-                config.replicas, gpus, nvml_problem, self.model.engine
+                config.replicas,
+                gpus,
+                nvml_problem,
+                self.model.engine,
+                engine_has_gpu(self.model.engine),
             )
         except ValueError as exc:
             raise StartupError(str(exc)) from exc
         self.scheduler = Scheduler(config.batching)
-        self.replicas = [Replica(self._spec(plan)) for plan in self.plans]
         self.num_classes: int | None = len(self.model.labels) if self.model.labels else None
+        self.pool = ReplicaPool(
+            [self._spec(plan) for plan in self.plans],
+            self.scheduler,
+            config.replicas,
+            on_fatal=lambda error: self.on_fatal(error),
+            on_ready=self._check_classes,
+        )
+        self.on_fatal: Callable[[str], None] = lambda error: None
         self.draining = False
 
     def _spec(self, plan: ReplicaPlan) -> ReplicaSpec:
@@ -100,40 +117,35 @@ class Service:
             preprocessor=self.model.preprocessor,
         )
 
+    def _check_classes(self, info: Ready) -> None:
+        if self.num_classes is None:
+            self.num_classes = info.num_classes
+        if info.num_classes != self.num_classes:
+            raise ReplicaError(
+                f"the net outputs {info.num_classes} classes but {self.num_classes} labels "
+                "are configured (model.synset_words / model.labels)"
+            )
+
     @property
     def ready(self) -> bool:
-        """Every replica has loaded its net and run a warm-up batch, and not draining."""
-        return not self.draining and all(r.info is not None for r in self.replicas)
+        """Serving: every replica has loaded its net and warmed up once, at least one is up
+        now, and the service is not draining."""
+        return not self.draining and self.pool.all_started and self.pool.ready_count > 0
 
-    async def start(self, timeout_s: float = 300.0) -> None:
-        """Start every replica concurrently and begin dispatching to each as it is ready.
+    async def start(self) -> None:
+        """Start the replicas and wait until each has loaded its net and run a warm-up batch.
 
         Raises:
-            StartupError: a replica failed to start, or its class count disagrees with the
-                labels.
+            StartupError: a replica failed ``start_attempts`` times, or its class count
+                disagrees with the labels.
         """
-
-        async def start_one(replica: Replica) -> None:
-            info = await replica.start(timeout_s)
-            if self.num_classes is None:
-                self.num_classes = info.num_classes
-            if info.num_classes != self.num_classes:
-                raise StartupError(
-                    f"the net outputs {info.num_classes} classes but {self.num_classes} labels "
-                    "are configured (model.synset_words / model.labels)"
-                )
-            log.info(
-                "replica %s ready: pid %d, engine %s on %s",
-                replica.name, info.pid, info.engine, info.device,
-            )  # fmt: skip
-            self.scheduler.serve(replica)
-
+        self.pool.start()
         try:
-            await asyncio.gather(*(start_one(r) for r in self.replicas))
+            await self.pool.wait_started()
         except ReplicaError as exc:
             raise StartupError(str(exc)) from exc
 
-    def submit(self, image: bytes, top_k: int, timeout_ms: float | None) -> Any:
+    def submit(self, image: bytes, top_k: int, timeout_ms: float | None) -> Pending:
         """Queue a request (see :meth:`gre.scheduler.Scheduler.submit`)."""
         return self.scheduler.submit(image, top_k, timeout_ms)
 
@@ -153,7 +165,6 @@ class Service:
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /api/model`` answers."""
-        batching = self.config.batching
         return {
             "name": self.model.name,
             "engine": self.model.engine,
@@ -164,23 +175,30 @@ class Service:
             "devices": sorted({str(p.device) for p in self.plans}),
             "replicas": [
                 {
-                    "name": r.name,
-                    "ready": r.info is not None,
-                    "device": r.info.device if r.info else str(r.spec.device),
+                    "name": slot.name,
+                    "state": slot.state,
+                    "pid": slot.info.pid if slot.info and slot.state == "ready" else None,
+                    "device": slot.info.device if slot.info else str(slot.spec.device),
+                    "restarts": slot.restarts,
                 }
-                for r in self.replicas
+                for slot in self.pool.slots
             ],
-            "batching": batching.model_dump(),
+            "batching": self.config.batching.model_dump(),
             "batches_by_size": {
                 str(size): count for size, count in sorted(self.scheduler.batch_sizes.items())
             },
         }
 
-    async def stop(self, drain_timeout_s: float = 30.0) -> None:
-        """Refuse new requests, finish queued and in-flight ones, then stop the replicas."""
+    def begin_drain(self) -> None:
+        """Turn ``/readyz`` 503 and refuse new requests; queued and in-flight ones go on."""
         self.draining = True
         self.scheduler.close_intake()
-        if not await self.scheduler.drain(drain_timeout_s):
-            log.warning("drain timed out after %.0f s", drain_timeout_s)
+
+    async def stop(self) -> None:
+        """Drain (up to ``server.drain_timeout_s``), then stop the replicas."""
+        self.begin_drain()
+        timeout = self.config.server.drain_timeout_s
+        if not await self.scheduler.drain(timeout):
+            log.warning("drain timed out after %.0f s; answering the rest 503", timeout)
         await self.scheduler.close()
-        await asyncio.gather(*(r.stop() for r in self.replicas))
+        await self.pool.stop()

@@ -19,7 +19,11 @@ from gre.offline import build_classifier
 from tests.support import Server, distinct_jpegs, photo_paths, running_server, shared
 
 MAX_BODY = 4 * 1024 * 1024
-SETTINGS = ("--set", "max_queue_delay_ms=20", "--set", f"max_body_bytes={MAX_BODY}")
+# A deadline far above any forward time: these tests check answers, not speed (2 busy cores).
+SETTINGS = (
+    *("--set", "max_queue_delay_ms=20", "--set", f"max_body_bytes={MAX_BODY}"),
+    *("--set", "timeout_ms=300000"),
+)
 
 
 @pytest.fixture(scope="module")

@@ -89,3 +89,16 @@ def load_engine(
 
         return NullEngine(num_classes, device)
     raise EngineError(f"unknown engine {name!r}")
+
+
+def engine_has_gpu(name: str) -> bool:
+    """Whether engine ``name`` (resolved) can run on a GPU in this installation."""
+    if name == "opencv":
+        from gre.engines.opencv import opencv_has_cuda
+
+        return opencv_has_cuda()
+    if name == "caffe":
+        from gre.engines.caffe import caffe_has_cuda
+
+        return caffe_has_cuda()
+    return False

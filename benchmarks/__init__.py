@@ -1,0 +1,1 @@
+"""gre benchmarks: scripts that measure and print figures (never timed tests)."""

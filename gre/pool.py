@@ -1,0 +1,203 @@
+"""Keep every replica slot filled: start, watch, restart with backoff, give up when hopeless.
+
+One supervisor task per slot starts its replica, dispatches to it through the scheduler
+until the replica dies, hangs (``replica_timeout_ms``) or exits, then starts a new one after
+an exponential backoff. A slot whose replica fails to *start* ``start_attempts`` times in a
+row (a bad caffemodel, say) is fatal: the service exits non-zero with the replica's error,
+for systemd to restart it, rather than looping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gre.config import ReplicasConfig
+from gre.replica import Replica, ReplicaError
+from gre.scheduler import Scheduler, WorkerLost
+from gre.worker import Ready, ReplicaSpec
+
+log = logging.getLogger("gre.pool")
+
+#: A replica that stayed up this long (s) resets its slot's crash backoff.
+STABLE_AFTER_S = 60.0
+#: The longest wait between restarts (s).
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(eq=False)
+class Slot:
+    """One replica position: its spec, current process, state and history."""
+
+    spec: ReplicaSpec
+    name: str
+    state: str = "starting"  # starting | ready | dead | stopped
+    replica: Replica | None = None
+    info: Ready | None = None
+    restarts: int = 0
+    error: str | None = None
+    first_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ReplicaPool:
+    """Supervises one replica per spec, feeding each ready replica to ``scheduler``.
+
+    Args:
+        specs: one per replica slot.
+        scheduler: dispatches batches to the ready replicas.
+        config: timeouts, start attempts and backoff (``[replicas]``).
+        on_fatal: called once with the error when a slot cannot be started.
+        on_ready: called with each replica's :class:`Ready` (e.g. to check the class count);
+            raising :class:`ReplicaError` from it counts as a failed start.
+    """
+
+    def __init__(
+        self,
+        specs: list[ReplicaSpec],
+        scheduler: Scheduler,
+        config: ReplicasConfig,
+        on_fatal: Callable[[str], None],
+        on_ready: Callable[[Ready], None] = lambda info: None,
+    ) -> None:
+        self.slots = [Slot(spec, f"{spec.index}@{spec.device}") for spec in specs]
+        self.scheduler = scheduler
+        self.config = config
+        self._on_fatal = on_fatal
+        self._on_ready = on_ready
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._failed = asyncio.Event()
+        self.fatal_error: str | None = None
+
+    @property
+    def ready_count(self) -> int:
+        """Replicas ready to take batches now."""
+        return sum(slot.state == "ready" for slot in self.slots)
+
+    @property
+    def all_started(self) -> bool:
+        """Every slot has had a ready replica at least once (loaded and warmed up)."""
+        return all(slot.first_ready.is_set() for slot in self.slots)
+
+    def states(self) -> dict[str, int]:
+        """How many slots are in each state (``ready``, ``starting``, ``dead``, ``stopped``)."""
+        counts = dict.fromkeys(("ready", "starting", "dead", "stopped"), 0)
+        for slot in self.slots:
+            counts[slot.state] += 1
+        return counts
+
+    def start(self) -> None:
+        """Start supervising every slot (returns at once; see :meth:`wait_started`)."""
+        self._tasks = [
+            asyncio.create_task(self._supervise(slot), name=f"supervise-{slot.name}")
+            for slot in self.slots
+        ]
+
+    async def wait_started(self) -> None:
+        """Wait until every slot was ready once.
+
+        Raises:
+            ReplicaError: a slot was given up on before that.
+        """
+        started = asyncio.ensure_future(
+            asyncio.gather(*(slot.first_ready.wait() for slot in self.slots))
+        )
+        failed = asyncio.ensure_future(self._failed.wait())
+        waits: set[asyncio.Future[Any]] = {started, failed}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            started.cancel()
+            failed.cancel()
+        if self.fatal_error is not None:
+            raise ReplicaError(self.fatal_error)
+
+    def _backoff(self, failures: int) -> float:
+        base = self.config.restart_backoff_ms / 1e3
+        return float(min(MAX_BACKOFF_S, base * 2 ** (failures - 1)))
+
+    async def _supervise(self, slot: Slot) -> None:
+        loop = asyncio.get_running_loop()
+        start_failures = 0
+        crashes = 0
+        timeout_s = self.config.replica_timeout_ms / 1e3
+        while True:
+            slot.state = "starting"
+            replica = slot.replica = Replica(slot.spec)
+            try:
+                info = await replica.start(self.config.start_timeout_s)
+                self._on_ready(info)
+            except ReplicaError as exc:
+                await replica.kill_if_started()
+                start_failures += 1
+                slot.state, slot.error = "dead", str(exc)
+                if start_failures >= self.config.start_attempts:
+                    self.fatal_error = (
+                        f"replica {slot.name} failed to start {start_failures} times; "
+                        f"last error: {exc}"
+                    )
+                    log.critical("%s", self.fatal_error)
+                    self._failed.set()
+                    self._on_fatal(self.fatal_error)
+                    return
+                delay = self._backoff(start_failures)
+                log.error("%s; retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            start_failures = 0
+            slot.state, slot.info, slot.error = "ready", info, None
+            slot.first_ready.set()
+            up_since = loop.time()
+            log.info(
+                "replica %s ready: pid %d, engine %s on %s",
+                slot.name, info.pid, info.engine, info.device,
+            )  # fmt: skip
+            await self._run_until_lost(slot, replica, timeout_s)
+            if self._stopping:
+                return
+            slot.state = "dead"
+            slot.restarts += 1
+            crashes = 1 if loop.time() - up_since > STABLE_AFTER_S else crashes + 1
+            delay = self._backoff(crashes)
+            log.warning("restarting replica %s in %.1f s", slot.name, delay)
+            await asyncio.sleep(delay)
+
+    async def _run_until_lost(self, slot: Slot, replica: Replica, timeout_s: float) -> None:
+        dispatch = asyncio.ensure_future(self.scheduler.run_worker(replica, timeout_s))
+        exited = asyncio.ensure_future(replica.wait())
+        try:
+            await asyncio.wait({dispatch, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if exited.done() and not dispatch.done():
+                status = exited.result()
+                log.error(
+                    "replica %s (pid %s) exited with status %s", slot.name, replica.pid, status
+                )
+                # Idle: nothing to lose, stop dispatching. Busy: the batch sees the broken
+                # connection and is retried or answered by run_worker itself.
+                if not self.scheduler.busy(replica.name):
+                    dispatch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatch
+        except WorkerLost as exc:
+            log.error("%s", exc)
+        finally:
+            exited.cancel()
+            await replica.kill()
+
+    async def stop(self) -> None:
+        """Ask every replica to exit after its batch (killing any that do not), then stop
+        supervising."""
+        self._stopping = True
+        replicas = [slot.replica for slot in self.slots if slot.replica is not None]
+        await asyncio.gather(*(r.stop() for r in replicas))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for slot in self.slots:
+            slot.state = "stopped"
