@@ -25,16 +25,28 @@ from pathlib import Path
 
 from gre.config import Config, load_config
 from gre.offline import build_classifier
+from gre.replica import Replica
 from gre.service import Service
 from tests.support import SHARED, running_server
 
 BATCH_SIZES = (1, 4, 8, 16, 32)
 
 
+async def drive(replica: Replica, batch: list[bytes], end: float) -> int:
+    """Run ``batch`` on ``replica`` back to back until ``end``; returns images classified."""
+    done = 0
+    while time.perf_counter() < end:
+        await replica.run(batch, [5] * len(batch))
+        done += len(batch)
+    return done
+
+
 async def in_process_limit(config: Config, image: bytes, seconds: float) -> tuple[int, float]:
     """Best (batch size, images/s) with every replica fed back-to-back batches, no HTTP."""
     service = Service(config)
     await service.start()
+    await service.scheduler.close()  # drive the replicas directly, not through the queue
+    replicas = [slot.replica for slot in service.pool.slots if slot.replica is not None]
     best = (0, 0.0)
     try:
         for size in BATCH_SIZES:
@@ -42,18 +54,9 @@ async def in_process_limit(config: Config, image: bytes, seconds: float) -> tupl
                 break
             batch, top_ks = [image] * size, [5] * size
 
-            async def drive(replica: object, end: float) -> int:
-                done = 0
-                while time.perf_counter() < end:
-                    await replica.run(batch, top_ks)  # type: ignore[attr-defined]
-                    done += size
-                return done
-
-            await asyncio.gather(*(r.run(batch, top_ks) for r in service.replicas))  # warm-up
+            await asyncio.gather(*(r.run(batch, top_ks) for r in replicas))  # warm-up
             start = time.perf_counter()
-            counts = await asyncio.gather(
-                *(drive(r, start + seconds) for r in service.replicas)
-            )
+            counts = await asyncio.gather(*(drive(r, batch, start + seconds) for r in replicas))
             rate = sum(counts) / (time.perf_counter() - start)
             print(f"  in-process batch {size:>2}: {rate:7.1f} img/s", flush=True)
             if rate > best[1]:

@@ -103,16 +103,17 @@ class ReplicaPool:
         Raises:
             ReplicaError: a slot was given up on before that.
         """
-        started = asyncio.ensure_future(
-            asyncio.gather(*(slot.first_ready.wait() for slot in self.slots))
-        )
+        waits: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(slot.first_ready.wait()) for slot in self.slots
+        }
         failed = asyncio.ensure_future(self._failed.wait())
-        waits: set[asyncio.Future[Any]] = {started, failed}
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            while waits and not self._failed.is_set():
+                done, _ = await asyncio.wait(waits | {failed}, return_when=asyncio.FIRST_COMPLETED)
+                waits -= done
         finally:
-            started.cancel()
-            failed.cancel()
+            for wait in (*waits, failed):
+                wait.cancel()
         if self.fatal_error is not None:
             raise ReplicaError(self.fatal_error)
 
@@ -172,10 +173,11 @@ class ReplicaPool:
         try:
             await asyncio.wait({dispatch, exited}, return_when=asyncio.FIRST_COMPLETED)
             if exited.done() and not dispatch.done():
-                status = exited.result()
-                log.error(
-                    "replica %s (pid %s) exited with status %s", slot.name, replica.pid, status
-                )
+                if not self._stopping:
+                    status = exited.result()
+                    log.error(
+                        "replica %s (pid %s) exited with status %s", slot.name, replica.pid, status
+                    )
                 # Idle: nothing to lose, stop dispatching. Busy: the batch sees the broken
                 # connection and is retried or answered by run_worker itself.
                 if not self.scheduler.busy(replica.name):

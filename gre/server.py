@@ -84,7 +84,8 @@ class GreServer(uvicorn.Server):
         try:
             await self.service.start()
         except Exception as exc:  # any failure to start is fatal: systemd restarts us
-            self._fatal(f"start-up failed: {exc}")
+            if not self.exit_code:  # not already reported through on_fatal
+                self._fatal(f"start-up failed: {exc}")
 
     async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()

@@ -184,6 +184,7 @@ class Service:
                 for slot in self.pool.slots
             ],
             "batching": self.config.batching.model_dump(),
+            "queue": {"waiting": len(self.scheduler.queue), "in_flight": self.scheduler.in_flight},
             "batches_by_size": {
                 str(size): count for size, count in sorted(self.scheduler.batch_sizes.items())
             },

@@ -23,7 +23,7 @@ import numpy as np
 from gre import wire
 from gre.classifier import Classifier
 from gre.device import Device
-from gre.engines import load_engine
+from gre.engines import EngineError, load_engine
 from gre.preprocess import Preprocessor
 
 
@@ -91,7 +91,8 @@ def serve(sock: socket.socket) -> int:
         warmup = np.zeros((1, *spec.preprocessor.input_shape), dtype=np.float32)
         num_classes = classifier.probabilities(warmup).shape[1]
     except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
+        if not isinstance(exc, EngineError | ValueError | OSError):  # unforeseen: show where
+            traceback.print_exc(file=sys.stderr)
         wire.send(sock, Failed(f"{type(exc).__name__}: {exc}"))
         return 1
     wire.send(sock, Ready(os.getpid(), engine.name, engine.device, num_classes))

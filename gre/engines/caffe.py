@@ -42,6 +42,20 @@ def _libcaffe_has_cuda(extension: Path) -> bool:
     return False
 
 
+def _check_caffemodel(weights: Path) -> None:
+    """Raise :class:`EngineError` unless ``weights`` parses as a NetParameter: Caffe's own
+    reader aborts the whole process on a corrupt file, with only a glog line to say why."""
+    from caffe.proto import caffe_pb2
+
+    net = caffe_pb2.NetParameter()
+    try:
+        net.ParseFromString(weights.read_bytes())
+    except Exception as exc:
+        raise EngineError(f"{weights} is not a valid caffemodel: {exc}") from exc
+    if not (net.layer or net.layers):
+        raise EngineError(f"{weights} is not a valid caffemodel: it has no layers")
+
+
 class CaffeEngine:
     """A ``caffe.Net(deploy, TEST, weights=...)`` reshaped to each batch.
 
@@ -73,6 +87,7 @@ class CaffeEngine:
         for path in (deploy, weights):
             if not path.is_file():  # Caffe would abort the process instead of raising
                 raise EngineError(f"no such file: {path}")
+        _check_caffemodel(weights)
         try:
             self._net: Any = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
         except Exception as exc:

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from gre.config import ReplicasConfig
+from gre.device import Device
+from gre.gpus import GpuInfo
+from gre.plan import PlanError, plan_replicas
+
+GPUS = [GpuInfo(i, "GPU", f"GPU-{i}", 1 << 34, 1 << 33, "550") for i in range(4)]
+
+
+def devices(config: ReplicasConfig, gpus: list[GpuInfo], has_gpu: bool = True) -> list[str]:
+    return [str(p.device) for p in plan_replicas(config, gpus, None, "caffe", has_gpu)]
+
+
+def test_all_takes_every_gpu_with_instances_each() -> None:
+    config = ReplicasConfig(devices="all", instances_per_device=2)
+    assert devices(config, GPUS[:2]) == ["gpu:0", "gpu:0", "gpu:1", "gpu:1"]
+
+
+def test_all_without_gpus_falls_back_to_the_cpu(caplog: pytest.LogCaptureFixture) -> None:
+    plans = plan_replicas(ReplicasConfig(devices="all"), [], "no driver", "opencv", False)
+    assert [p.device for p in plans] == [Device.cpu()]
+    assert "no GPU found (no driver)" in caplog.text
+
+
+def test_explicit_gpu_list() -> None:
+    assert devices(ReplicasConfig(devices=[0, 2]), GPUS) == ["gpu:0", "gpu:2"]
+
+
+def test_absent_gpu_is_an_error_that_names_it() -> None:
+    with pytest.raises(PlanError, match=r"GPU \[5\], not present"):
+        devices(ReplicasConfig(devices=[0, 5]), GPUS)
+
+
+def test_gpus_with_an_engine_without_gpu_support() -> None:
+    with pytest.raises(PlanError, match="no GPU support"):
+        devices(ReplicasConfig(devices=[0]), GPUS, has_gpu=False)
+
+
+def test_cpu_entries_are_devices_of_their_own_sharing_the_cores() -> None:
+    plans = plan_replicas(ReplicasConfig(devices=["cpu", "cpu"]), [], None, "opencv", False)
+    assert [str(p.device) for p in plans] == ["cpu", "cpu"]
+    assert len({p.index for p in plans}) == 2
+    assert all(p.threads >= 1 for p in plans)
+    explicit = plan_replicas(ReplicasConfig(cpu_threads=3), [], None, "opencv", False)
+    assert explicit[0].threads == 3
