@@ -40,6 +40,7 @@ caffe: $(VENV)/.installed
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	scripts/verify-unit.sh
 
 typecheck: setup
 	$(VENV)/bin/mypy --strict gre

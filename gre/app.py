@@ -1,11 +1,17 @@
-"""The HTTP API (Starlette): ``/api/classify``, ``/api/model``, ``/healthz``, ``/readyz``."""
+"""The HTTP API (Starlette): ``/api/classify``, ``/api/model``, ``/healthz``, ``/readyz``,
+``/metrics``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -18,6 +24,8 @@ from gre.errors import ApiError, handle_api_error, handle_http_exception, handle
 from gre.imaging import ImageError, TooManyPixels, UnsupportedFormat, check_image
 from gre.scheduler import BatchError, Completed, ShuttingDown
 from gre.service import Service
+
+access_log = logging.getLogger("gre.access")
 
 #: Seconds a client should wait before retrying a 503.
 RETRY_AFTER_S = 1
@@ -116,15 +124,55 @@ def server_timing(completed: Completed) -> str:
     )
 
 
+#: ``gre_rejected_total`` reasons by error code, where they differ.
+_REJECT_REASONS = {"deadline_exceeded": "deadline"}
+
+
 async def classify(request: Request) -> Response:
-    """``POST /api/classify``: the body is one encoded image; answers its top-k classes."""
+    """``POST /api/classify``: the body is one encoded image; answers its top-k classes.
+
+    Every answer carries ``X-Request-Id`` (the client's, or a new one), counts in the
+    metrics, and is logged as one JSON line (errors always, with their reason).
+    """
     service: Service = request.app.state.service
+    start = time.perf_counter()
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    record: dict[str, Any] = {"request_id": request_id}
+    status = 500
+    try:
+        response = await _classify(request, service, record)
+        status = response.status_code
+        response.headers["X-Request-Id"] = request_id
+        return response
+    except ApiError as exc:
+        status = exc.status
+        record.update(error=exc.code, reason=exc.message)
+        service.metrics.rejected.labels(_REJECT_REASONS.get(exc.code, exc.code)).inc()
+        exc.headers["X-Request-Id"] = request_id
+        raise
+    finally:
+        elapsed = time.perf_counter() - start
+        record.update(status=status, duration_ms=round(elapsed * 1e3, 3))
+        if status == 499:
+            access_log.info("client disconnected", extra=record)
+        else:
+            service.metrics.requests.labels(str(status)).inc()
+            service.metrics.request_duration.observe(elapsed)
+            if status >= 400:
+                access_log.warning("request failed", extra=record)
+            elif service.config.server.access_log:
+                access_log.info("request", extra=record)
+
+
+async def _classify(request: Request, service: Service, record: dict[str, Any]) -> Response:
     server = service.config.server
     top_k = parse_top_k(request, service)
     timeout_ms = parse_timeout(request)
     body = await read_body(request, server.max_body_bytes)
+    record["bytes"] = len(body)
     try:
-        check_image(body, server.max_pixels)
+        info = check_image(body, server.max_pixels)
+        record["image"] = f"{info.width}x{info.height}"
     except UnsupportedFormat as exc:
         raise ApiError(415, exc.code, str(exc)) from None
     except TooManyPixels as exc:
@@ -145,6 +193,14 @@ async def classify(request: Request) -> Response:
         raise ApiError(504, "deadline_exceeded", str(exc)) from None
     except ClientGone:
         return Response(status_code=499)  # never sent: nobody is listening
+    record.update(
+        batch_size=completed.batch_size,
+        replica=completed.replica,
+        queue_ms=round(completed.queue_ms, 3),
+        preprocess_ms=round(completed.preprocess_ms, 3),
+        inference_ms=round(completed.inference_ms, 3),
+    )
+    service.metrics.queue_duration.observe(completed.queue_ms / 1e3)
     if isinstance(completed.outcome, ItemError):
         raise ApiError(400, completed.outcome.code, completed.outcome.message)
     return JSONResponse(
@@ -156,6 +212,12 @@ async def model(request: Request) -> Response:
     """``GET /api/model``: model, engine, input shape, classes, devices, batching, batches."""
     service: Service = request.app.state.service
     return JSONResponse(service.describe())
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: Prometheus text exposition."""
+    service: Service = request.app.state.service
+    return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request: Request) -> Response:
@@ -200,6 +262,7 @@ def create_app(service: Service, start_replicas: bool = True) -> Starlette:
             Route("/api/model", model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
         ],
         exception_handlers={
             ApiError: handle_api_error,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,16 +76,14 @@ def serve(
     settings: tuple[str, ...],
 ) -> None:
     """Serve POST /api/classify until SIGTERM or Ctrl-C (then drain and exit 0)."""
+    from gre.logs import configure_logging
     from gre.server import run
     from gre.service import StartupError
 
     config = build_config(
         config_path, settings, host=host, port=port, engine=engine, devices=devices
     )
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.server.log_level)
     try:
         status = run(config)
     except StartupError as exc:

@@ -102,6 +102,8 @@ class ServerConfig(_Section):
     max_pixels: int = Field(default=40_000_000, ge=1)
     default_top_k: int = Field(default=5, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: One JSON line per answered request at info level (errors are always logged).
+    access_log: bool = True
     #: After SIGTERM, how long queued and in-flight requests may take to finish, s.
     drain_timeout_s: float = Field(default=30.0, ge=0)
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,6 +74,8 @@ class Scheduler:
         self._in_flight: set[Pending] = set()
         self._live: set[str] = set()
         self._busy: set[str] = set()
+        #: Called with (worker name, batch size, result) after each answered batch.
+        self.on_batch: Callable[[str, int, BatchResult], None] | None = None
         self._closing = False
 
     def submit(self, image: bytes, top_k: int, timeout_ms: float | None = None) -> Pending:
@@ -200,6 +202,8 @@ class Scheduler:
             self._live.discard(worker.name)
 
     def _complete(self, batch: list[Pending], result: BatchResult, now: float, name: str) -> None:
+        if self.on_batch is not None:
+            self.on_batch(name, len(batch), result)
         for item, outcome in zip(batch, result.outcomes, strict=True):
             if not item.future.done():
                 item.future.set_result(

@@ -1,5 +1,8 @@
 """Run the service under Uvicorn (uvloop + httptools), with a graceful drain on SIGTERM/SIGINT.
 
+Under systemd (``Type=notify``) it sends READY=1 once every replica is warmed up, WATCHDOG=1
+from the event loop, and STOPPING=1 when the drain begins.
+
 The first SIGTERM or SIGINT turns ``/readyz`` 503 and new requests 503, lets queued and
 in-flight requests finish, then stops the server and the replicas; exit status 0. A second
 signal stops at once.
@@ -21,6 +24,7 @@ import uvloop
 
 from gre.app import create_app
 from gre.config import Config
+from gre.notify import SystemdNotifier
 from gre.service import Service
 
 log = logging.getLogger("gre.server")
@@ -33,6 +37,7 @@ class GreServer(uvicorn.Server):
         super().__init__(config)
         self.service = service
         self.exit_code = 0
+        self.notifier = SystemdNotifier()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -64,6 +69,7 @@ class GreServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         self.service.begin_drain()  # /readyz 503 and new requests 503 from now on
+        self.notifier.notify("STOPPING=1")
         log.info("draining: %d queued, %d in flight", *self._backlog())
         timeout = self.service.config.server.drain_timeout_s
         if not await self.service.scheduler.drain(timeout):
@@ -81,11 +87,17 @@ class GreServer(uvicorn.Server):
 
     async def _start_replicas(self) -> None:
         self.service.on_fatal = self._fatal
+        log.info("%s", self.service.summary())
         try:
             await self.service.start()
         except Exception as exc:  # any failure to start is fatal: systemd restarts us
             if not self.exit_code:  # not already reported through on_fatal
                 self._fatal(f"start-up failed: {exc}")
+            return
+        # Every replica has loaded its net and run a warm-up batch: /readyz is 200 now.
+        log.info("ready: %d replica(s) warmed up", self.service.pool.ready_count)
+        self.notifier.notify("READY=1")
+        self._spawn(self.notifier.watchdog())
 
     async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()

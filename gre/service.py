@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from gre.batchqueue import Pending
-from gre.classifier import Prediction
+from gre.classifier import BatchResult, Prediction
 from gre.config import Config
 from gre.engines import engine_has_gpu, resolve_engine_name
 from gre.gpus import discover_gpus
 from gre.labels import read_synset_words
+from gre.metrics import GpuCollector, Metrics, ReplicaCollector
 from gre.plan import ReplicaPlan, plan_replicas
 from gre.pool import ReplicaPool
 from gre.preprocess import Preprocessor
@@ -100,6 +101,20 @@ class Service:
         )
         self.on_fatal: Callable[[str], None] = lambda error: None
         self.draining = False
+        self.metrics = Metrics(config.batching.max_batch_size)
+        self.metrics.queue_depth.set_function(lambda: len(self.scheduler.queue))
+        self.metrics.registry.register(
+            ReplicaCollector(self.pool.states, lambda: sum(s.restarts for s in self.pool.slots))
+        )
+        self.metrics.registry.register(GpuCollector())
+        self.scheduler.on_batch = self._observe_batch
+
+    def _observe_batch(self, replica: str, size: int, result: BatchResult) -> None:
+        slot = next(s for s in self.pool.slots if s.name == replica)
+        device = slot.info.device if slot.info else str(slot.spec.device)
+        self.metrics.observe_batch(
+            replica, device, size, result.preprocess_ms / 1e3, result.inference_ms / 1e3
+        )
 
     def _spec(self, plan: ReplicaPlan) -> ReplicaSpec:
         model = self.config.model
@@ -162,6 +177,18 @@ class Service:
             {"confidence": confidence, "label": self.label(index)}
             for index, confidence in zip(prediction.indices, prediction.confidences, strict=True)
         ]
+
+    def summary(self) -> str:
+        """One line for the start-up log: model, engine, devices, replicas, batching."""
+        b = self.config.batching
+        return (
+            f"serving {self.model.name} ({self.config.model.deploy.name}, input "
+            f"{'x'.join(map(str, self.model.net.input_shape))}) with the "
+            f"{self.model.engine} engine; {len(self.plans)} replica(s) on "
+            f"{', '.join(str(p.device) for p in self.plans)}; "
+            f"max_batch_size {b.max_batch_size}, max_queue_delay_ms {b.max_queue_delay_ms}, "
+            f"max_queue_size {b.max_queue_size}, timeout_ms {b.timeout_ms}"
+        )
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /api/model`` answers."""

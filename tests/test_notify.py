@@ -1,0 +1,46 @@
+"""systemd's notify protocol against a real unix datagram socket, as systemd would listen."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support import running_server
+
+
+def test_ready_after_readyz_watchdog_pings_and_stopping(tmp_path: Path) -> None:
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(60)
+    env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}  # a ping every 0.2 s
+    with running_server(tmp_path, env=env, ready=False) as server:
+        assert sock.recv(4096) == b"READY=1"
+        # READY=1 only once /readyz is 200: checked the moment it arrives.
+        assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+        start = time.monotonic()
+        pings = 0
+        while time.monotonic() - start < 1.5:
+            message = sock.recv(4096)
+            assert message == b"WATCHDOG=1"
+            pings += 1
+        assert pings >= 4
+        server.process.send_signal(signal.SIGTERM)
+        messages = []
+        while b"STOPPING=1" not in messages:
+            messages.append(sock.recv(4096))
+        assert set(messages) <= {b"WATCHDOG=1", b"STOPPING=1"}
+        assert server.process.wait(30) == 0
+    sock.close()
+
+
+def test_no_notify_socket_means_no_watchdog() -> None:
+    from gre.notify import SystemdNotifier
+
+    notifier = SystemdNotifier()
+    assert notifier.enabled is False
+    assert notifier.watchdog_interval_s() is None
