@@ -1,15 +1,20 @@
 """Decoded image to input blob, reproducing Caffe's conventions.
 
-The order of operations is caffe.io.Transformer.preprocess's: resize (squash), centre crop as
-caffe.Classifier does, HWC -> CHW, channel order, ``raw_scale``, minus the mean, times
+The order of operations is caffe.Classifier.predict's: resize (squash), centre crop, then
+caffe.io.Transformer.preprocess: HWC -> CHW, channel order, ``raw_scale``, minus the mean, times
 ``input_scale``. Pixels arrive as OpenCV decodes them (BGR, 0-255), which is the [0, 1] image of
 ``caffe.io.load_image`` times 255; so a pixel is multiplied by ``raw_scale / 255``.
+
+The squash is cv2.resize (``resize_method = "opencv"``, the default) or :func:`caffe_resize`
+(``"caffe"``), which reproduces caffe.io.resize_image; docs/fidelity.md has the measured
+differences of each from pycaffe.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -19,6 +24,7 @@ from gre.config import PreprocessConfig
 from gre.meanfile import load_mean
 
 Blob = npt.NDArray[np.float32]
+ResizeMethod = Literal["opencv", "caffe"]
 
 
 class PreprocessConfigError(ValueError):
@@ -42,6 +48,8 @@ class Preprocessor:
             input, in the net's channel order, 0-``raw_scale`` scale; ``None`` for no mean.
         raw_scale, input_scale: as caffe.io.Transformer.
         rgb: ``True`` when the net takes RGB (the decoded image is BGR).
+        resize_method: ``"opencv"`` (cv2.resize INTER_LINEAR on uint8) or ``"caffe"``
+            (:func:`caffe_resize`, as caffe.io.resize_image).
     """
 
     input_shape: tuple[int, int, int]
@@ -50,6 +58,7 @@ class Preprocessor:
     raw_scale: float
     input_scale: float
     rgb: bool
+    resize_method: ResizeMethod = "opencv"
 
     @classmethod
     def build(cls, config: PreprocessConfig, input_shape: tuple[int, int, int]) -> Preprocessor:
@@ -82,22 +91,29 @@ class Preprocessor:
             raw_scale=config.raw_scale,
             input_scale=config.input_scale,
             rgb=config.channel_order == "RGB",
+            resize_method=config.resize_method,
         )
 
     def __call__(self, image: npt.NDArray[np.uint8]) -> Blob:
         """``(H, W, 3) uint8`` BGR image -> ``(C, H, W) float32`` input blob."""
         channels, height, width = self.input_shape
-        if image.shape[:2] != self.resize:
-            # Bilinear, as caffe.io.resize_image's default interp_order=1.
+        squashed: npt.NDArray[Any] = image
+        if self.resize_method == "caffe":
+            # caffe.Classifier.predict resizes every image, even one already at image_dims
+            # (where resize_image changes nothing): skipping it is exact.
+            if image.shape[:2] != self.resize:
+                squashed = caffe_resize(image, self.resize)
+        elif image.shape[:2] != self.resize:
+            # Bilinear, as caffe.io.resize_image's default interp_order=1 (no anti-aliasing).
             size = (self.resize[1], self.resize[0])
-            image = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
+            squashed = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
         top = crop_offset(self.resize[0], height)
         left = crop_offset(self.resize[1], width)
-        image = image[top : top + height, left : left + width]
+        cropped = squashed[top : top + height, left : left + width]
         if channels == 1:
-            pixels = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[np.newaxis]
+            pixels = np.asarray(cv2.cvtColor(cropped, cv2.COLOR_BGR2GRAY))[np.newaxis]
         else:
-            pixels = image.transpose(2, 0, 1)
+            pixels = cropped.transpose(2, 0, 1)
             if self.rgb:
                 pixels = pixels[::-1]
         blob = pixels.astype(np.float32)
@@ -108,6 +124,93 @@ class Preprocessor:
         if self.input_scale != 1.0:
             blob *= np.float32(self.input_scale)
         return blob
+
+
+def gaussian_kernel(sigma: float, truncate: float = 4.0) -> npt.NDArray[np.float64]:
+    """The 1-D Gaussian of scipy.ndimage.gaussian_filter1d: radius ``int(truncate * sigma +
+    0.5)``, weights ``exp(-x**2 / (2 sigma**2))`` normalised to sum 1, float64, odd length."""
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    phi = np.exp(-0.5 / (sigma * sigma) * x * x)
+    kernel: npt.NDArray[np.float64] = phi / phi.sum()
+    return kernel
+
+
+_Taps = tuple[
+    npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.float64]
+]
+
+
+def _linear_taps(size: int, new_size: int) -> _Taps:
+    """Order-1 taps of scipy.ndimage.zoom(grid_mode=True, mode="grid-constant") on one axis.
+
+    Output sample ``k`` sits at input coordinate ``c = (k + 0.5) * size / new_size - 0.5``
+    (pixel centres at integers: the half-pixel grid); its value is ``(1 - t) x[i] + t x[i+1]``
+    with ``i = floor(c)``, ``t = c - i``; a tap outside ``[0, size - 1]`` reads the constant 0
+    (so when upsampling, the first and last samples fade towards 0). Returns ``i`` and
+    ``i + 1`` clipped into range, and their weights (0 for a tap outside).
+    """
+    coords = (np.arange(new_size, dtype=np.float64) + 0.5) * (size / new_size) - 0.5
+    first = np.floor(coords)
+    frac = coords - first
+    lo = first.astype(np.intp)
+    hi = lo + 1
+    w_lo = np.where((lo >= 0) & (lo < size), 1.0 - frac, 0.0)
+    w_hi = np.where((hi >= 0) & (hi < size), frac, 0.0)
+    return np.clip(lo, 0, size - 1), np.clip(hi, 0, size - 1), w_lo, w_hi
+
+
+def _squash_axis(pixels: npt.NDArray[np.float32], axis: int, new_size: int) -> Blob:
+    """One axis of :func:`caffe_resize`: the anti-aliasing Gaussian when the axis shrinks,
+    then the order-1 taps; float32 in and out (as scipy's filter output), float64 taps."""
+    size = pixels.shape[axis]
+    if size == new_size:  # zoom 1: the taps are the identity, and no filter
+        return pixels
+    sigma = (size / new_size - 1.0) / 2.0
+    if new_size < size and sigma > 1e-15:  # scipy skips an axis with sigma <= 1e-15
+        kernel = gaussian_kernel(sigma)
+        if kernel.size > 1:
+            one = np.ones(1, dtype=np.float64)
+            kernel_x, kernel_y = (one, kernel) if axis == 0 else (kernel, one)
+            filtered = cv2.sepFilter2D(
+                pixels, cv2.CV_32F, kernel_x, kernel_y, borderType=cv2.BORDER_CONSTANT
+            )
+            pixels = np.asarray(filtered, dtype=np.float32).reshape(pixels.shape)
+    lo, hi, w_lo, w_hi = _linear_taps(size, new_size)
+    shape = [1] * pixels.ndim
+    shape[axis] = new_size
+    out = np.take(pixels, lo, axis=axis) * w_lo.reshape(shape)
+    out += np.take(pixels, hi, axis=axis) * w_hi.reshape(shape)
+    return out.astype(np.float32)
+
+
+def caffe_resize(image: npt.NDArray[Any], size: tuple[int, int]) -> Blob:
+    """Squash ``(H, W, C)`` or ``(H, W)`` pixels to ``size = (H', W')`` exactly as pycaffe's
+    ``caffe.io.resize_image(image, size)`` (interp_order=1) does, with OpenCV and NumPy only.
+
+    resize_image calls ``skimage.transform.resize(order=1, mode="constant")`` on the image
+    rescaled to [0, 1] by its global min and max, then maps the result back. Current
+    scikit-image does (1) when any axis shrinks, a Gaussian anti-aliasing filter with
+    ``sigma = max(0, (H / H' - 1) / 2)`` per axis (scipy.ndimage.gaussian_filter, truncate 4.0,
+    zero outside the image), here cv2.sepFilter2D with the same kernels and BORDER_CONSTANT 0;
+    (2) bilinear sampling on the half-pixel grid with zeros outside (ndimage.zoom with
+    grid_mode=True, mode "grid-constant"), here :func:`_linear_taps`. The zeros of both are
+    zeros of the [0, 1] image, i.e. the image's minimum, so the work is done on
+    ``image - image.min()``. Both steps are separable, so each axis is filtered and sampled in
+    turn (rows first), which is the same linear map. The clip to the input range that resize
+    applies cannot change a convex combination. A constant image comes back constant.
+
+    Units are the input's (gre passes 0-255 pixels); float32 out. Agrees with
+    caffe.io.resize_image within 1e-4 on the 0-255 scale (both round to float32).
+    """
+    pixels = np.asarray(image, dtype=np.float32)
+    low = pixels.min()
+    if pixels.max() == low:
+        return np.full((*size, *pixels.shape[2:]), low, dtype=np.float32)
+    pixels = pixels - low
+    out = _squash_axis(_squash_axis(pixels, 0, size[0]), 1, size[1])
+    out += low
+    return out
 
 
 def _load_mean(

@@ -1,11 +1,12 @@
+import pickle
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from gre.config import PreprocessConfig
-from gre.preprocess import PreprocessConfigError, Preprocessor, crop_offset
+from gre.config import ConfigError, PreprocessConfig, load_config
+from gre.preprocess import PreprocessConfigError, Preprocessor, caffe_resize, crop_offset
 from tests.support import shared
 
 
@@ -85,3 +86,50 @@ def test_crop_offsets_match_caffe() -> None:
 def test_settings_that_cannot_fit(config: PreprocessConfig, message: str) -> None:
     with pytest.raises(PreprocessConfigError, match=message):
         Preprocessor.build(config, (3, 224, 224))
+
+
+def test_resize_method_defaults_to_opencv_and_is_a_config_key(tmp_path: Path) -> None:
+    assert PreprocessConfig().resize_method == "opencv"
+    assert Preprocessor.build(PreprocessConfig(), (3, 224, 224)).resize_method == "opencv"
+    toml = tmp_path / "gre.toml"
+    toml.write_text('[preprocess]\nresize_method = "caffe"\n')
+    assert load_config(toml, {}).preprocess.resize_method == "caffe"
+    assert load_config(None, {"GRE_RESIZE_METHOD": "caffe"}).preprocess.resize_method == "caffe"
+    with pytest.raises(ConfigError, match="resize_method"):
+        load_config(None, {}, {"resize_method": "area"})
+
+
+def test_caffe_resize_method_is_picklable_and_differs_only_in_the_resize(cat: np.ndarray) -> None:
+    config = PreprocessConfig(resize_method="caffe")
+    pre = pickle.loads(pickle.dumps(Preprocessor.build(config, (3, 224, 224))))
+    assert pre.resize_method == "caffe"
+    blob = pre(cat)
+    resized = caffe_resize(cat, (256, 256))
+    mean = np.array([104, 117, 123], np.float32)[:, None, None]
+    expected = resized[16:240, 16:240].transpose(2, 0, 1) - mean
+    np.testing.assert_allclose(blob, expected, atol=1e-4)
+    default = Preprocessor.build(PreprocessConfig(), (3, 224, 224))(cat)
+    # Anti-aliasing: the caffe method is smoother, so they differ, but by a few levels at most
+    # on average (docs/fidelity.md).
+    assert 0.05 < np.abs(blob - default).mean() < 2.0
+
+
+def test_caffe_resize_method_without_a_resize_is_the_default_path(cat: np.ndarray) -> None:
+    image = cv2.resize(cat, (256, 256), interpolation=cv2.INTER_AREA)
+    for shape in [(3, 227, 227), (1, 224, 224)]:
+        default = Preprocessor.build(PreprocessConfig(mean=[128.0] * shape[0]), shape)(image)
+        config = PreprocessConfig(mean=[128.0] * shape[0], resize_method="caffe")
+        np.testing.assert_array_equal(Preprocessor.build(config, shape)(image), default)
+
+
+def test_caffe_resize_shapes_and_constant_images() -> None:
+    ramp = np.tile(np.arange(100, dtype=np.uint8), (80, 1))
+    assert caffe_resize(ramp, (40, 50)).shape == (40, 50)
+    assert caffe_resize(ramp[:, :, None], (40, 50)).shape == (40, 50, 1)
+    flat = caffe_resize(np.full((30, 20, 3), 9, np.uint8), (60, 10))
+    assert flat.shape == (60, 10, 3)
+    assert flat.dtype == np.float32
+    assert (flat == 9).all()
+    # Downsampling a ramp by 2 on the half-pixel grid: interior samples average pixel pairs.
+    half = caffe_resize(ramp.astype(np.float32), (80, 50))
+    np.testing.assert_allclose(half[:, 5:45], np.tile(np.arange(10.5, 90, 2), (80, 1)), atol=1e-4)
