@@ -132,16 +132,22 @@ async def test_sigterm_drains_then_exits_0(tmp_path: Path) -> None:
         assert time.monotonic() - signalled < 60
 
 
-def test_corrupt_caffemodel_exits_non_zero_without_a_restart_storm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("engine", "error"),
+    [("caffe", "is not a valid caffemodel"), ("opencv", "has no weights for layer 'conv_1'")],
+)
+def test_corrupt_caffemodel_exits_non_zero_without_a_restart_storm(
+    tmp_path: Path, engine: str, error: str
+) -> None:
     corrupt = tmp_path / "corrupt.caffemodel"
     corrupt.write_bytes(bytes(range(256)) * 64)
-    settings = ("--set", f"weights={corrupt}", "--set", "restart_backoff_ms=50")
+    settings = ("--engine", engine, "--set", f"weights={corrupt}", "--set", "restart_backoff_ms=50")
     with running_server(tmp_path, *settings, ready=False) as server:
         status = server.process.wait(120)
     output = server.output()
     assert status == 1, output
     assert "failed to start 3 times" in output
-    assert output.count("not a valid caffemodel") >= 3
+    assert output.count(error) >= 3
     assert output.count("failed to start:") <= 6  # three attempts, no storm
 
 

@@ -19,6 +19,10 @@ def opencv_has_cuda() -> bool:
         return False
 
 
+#: Layer types that cannot run without learned blobs.
+_WEIGHTED_LAYERS = {"Convolution", "InnerProduct", "Deconvolution", "BatchNorm", "Scale"}
+
+
 class OpenCVEngine:
     """A Caffe net in OpenCV's DNN module.
 
@@ -40,6 +44,7 @@ class OpenCVEngine:
             self._net = cv2.dnn.readNetFromCaffe(str(deploy), str(weights))
         except cv2.error as exc:
             raise EngineError(f"OpenCV cannot load {deploy} + {weights}: {exc}") from exc
+        self._check_weights(weights)
         if device.is_gpu and opencv_has_cuda():
             self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA)
             self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CUDA)
@@ -49,6 +54,17 @@ class OpenCVEngine:
             self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
             self.device = "cpu"
         self._output = output_blob or ""
+
+    def _check_weights(self, weights: Path) -> None:
+        # OpenCV, like Caffe, copies weights by layer name and leaves a layer without any when
+        # the caffemodel lacks it (a corrupt file, or another net's): refuse that at load.
+        for name in self._net.getLayerNames():
+            layer = self._net.getLayer(name)
+            if layer.type in _WEIGHTED_LAYERS and not layer.blobs:
+                raise EngineError(
+                    f"{weights} has no weights for layer {name!r} ({layer.type}): "
+                    "a corrupt caffemodel, or one for another net"
+                )
 
     def forward(self, batch: Batch) -> Output:
         """``(N, C, H, W) float32`` -> output blob ``(N, K) float32``."""
