@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from gre.classifier import Prediction
 
 
 def read_synset_words(path: Path) -> list[str]:
@@ -20,3 +23,16 @@ def read_synset_words(path: Path) -> list[str]:
     if not labels:
         raise ValueError(f"{path}: no labels")
     return labels
+
+
+def label(labels: list[str] | None, index: int) -> str:
+    """The label of class ``index``; its number as text when there are no labels for it."""
+    return labels[index] if labels and 0 <= index < len(labels) else str(index)
+
+
+def answer(prediction: Prediction, labels: list[str] | None) -> list[dict[str, Any]]:
+    """GRE's response shape: ``[{"confidence": p, "label": "..."}, ...]``, best first."""
+    return [
+        {"confidence": confidence, "label": label(labels, index)}
+        for index, confidence in zip(prediction.indices, prediction.confidences, strict=True)
+    ]

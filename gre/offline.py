@@ -12,6 +12,7 @@ from gre.config import Config
 from gre.device import Device
 from gre.engines import EngineError, load_engine
 from gre.imaging import ImageError, check_image
+from gre.labels import answer
 from gre.service import Model, StartupError, load_model
 
 
@@ -78,7 +79,4 @@ def classify_files(
 def _answer(outcome: Prediction | ItemError, labels: list[str] | None) -> Any:
     if isinstance(outcome, ItemError):
         return {"error": outcome.code, "message": outcome.message}
-    return [
-        {"confidence": p, "label": labels[i] if labels and i < len(labels) else str(i)}
-        for i, p in zip(outcome.indices, outcome.confidences, strict=True)
-    ]
+    return answer(outcome, labels)

@@ -12,7 +12,7 @@ from gre.classifier import BatchResult, Prediction
 from gre.config import Config
 from gre.engines import engine_has_gpu, resolve_engine_name
 from gre.gpus import discover_gpus
-from gre.labels import read_synset_words
+from gre.labels import answer, read_synset_words
 from gre.metrics import GpuCollector, Metrics, ReplicaCollector
 from gre.plan import ReplicaPlan, plan_replicas
 from gre.pool import ReplicaPool
@@ -164,19 +164,10 @@ class Service:
         """Queue a request (see :meth:`gre.scheduler.Scheduler.submit`)."""
         return self.scheduler.submit(image, top_k, timeout_ms)
 
-    def label(self, index: int) -> str:
-        """The label of class ``index`` (its number when no labels are configured)."""
-        labels = self.model.labels
-        return labels[index] if labels and index < len(labels) else str(index)
-
     def answer(self, completed: Completed) -> list[dict[str, Any]]:
-        """GRE's response shape: ``[{"confidence": p, "label": "..."}, ...]``, best first."""
-        prediction = completed.outcome
-        assert isinstance(prediction, Prediction)
-        return [
-            {"confidence": confidence, "label": self.label(index)}
-            for index, confidence in zip(prediction.indices, prediction.confidences, strict=True)
-        ]
+        """GRE's response shape for a completed request (see :func:`gre.labels.answer`)."""
+        assert isinstance(completed.outcome, Prediction)
+        return answer(completed.outcome, self.model.labels)
 
     def summary(self) -> str:
         """One line for the start-up log: model, engine, devices, replicas, batching."""
