@@ -186,6 +186,8 @@ class ReplicaPool:
                 await dispatch
         except WorkerLost as exc:
             log.error("%s", exc)
+        except Exception:  # a bug in dispatching must not leave the slot dead but "ready"
+            log.exception("dispatching to replica %s failed", slot.name)
         finally:
             exited.cancel()
             await replica.kill()
