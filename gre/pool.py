@@ -42,6 +42,11 @@ class Slot:
     error: str | None = None
     first_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def device(self) -> str:
+        """The device its replica reported using, else the one planned (e.g. ``"gpu:0"``)."""
+        return self.info.device if self.info else str(self.spec.device)
+
 
 class ReplicaPool:
     """Supervises one replica per spec, feeding each ready replica to ``scheduler``.
@@ -63,7 +68,7 @@ class ReplicaPool:
         on_fatal: Callable[[str], None],
         on_ready: Callable[[Ready], None] = lambda info: None,
     ) -> None:
-        self.slots = [Slot(spec, f"{spec.index}@{spec.device}") for spec in specs]
+        self.slots = [Slot(spec, spec.name) for spec in specs]
         self.scheduler = scheduler
         self.config = config
         self._on_fatal = on_fatal

@@ -37,15 +37,12 @@ def replica_environment(spec: ReplicaSpec) -> dict[str, str]:
 
 
 class Replica:
-    """One replica process, driven over a socketpair with asyncio streams.
-
-    ``name`` is ``"<index>@<device>"``, e.g. ``"0@cpu"``. ``info`` is set once it is ready.
-    """
+    """One replica process, driven over a socketpair with asyncio streams; ``name`` is its
+    spec's (``"0@cpu"``)."""
 
     def __init__(self, spec: ReplicaSpec) -> None:
         self.spec = spec
-        self.name = f"{spec.index}@{spec.device}"
-        self.info: Ready | None = None
+        self.name = spec.name
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -90,7 +87,6 @@ class Replica:
             await self.kill()
             raise ReplicaError(f"replica {self.name} failed to start: {reply.message}")
         ready: Ready = reply
-        self.info = ready
         return ready
 
     async def run(self, images: Sequence[bytes], top_ks: Sequence[int]) -> BatchResult:

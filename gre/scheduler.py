@@ -129,11 +129,6 @@ class Scheduler:
         """Whether worker ``name`` is running a batch now."""
         return name in self._busy
 
-    @property
-    def live_workers(self) -> int:
-        """Workers being dispatched to (their replicas are up)."""
-        return len(self._live)
-
     def serve(self, worker: Worker, timeout_s: float | None = None) -> asyncio.Task[None]:
         """Dispatch to ``worker`` in a task of its own until it is lost (then log and end)."""
 

@@ -111,9 +111,8 @@ class Service:
 
     def _observe_batch(self, replica: str, size: int, result: BatchResult) -> None:
         slot = next(s for s in self.pool.slots if s.name == replica)
-        device = slot.info.device if slot.info else str(slot.spec.device)
         self.metrics.observe_batch(
-            replica, device, size, result.preprocess_ms / 1e3, result.inference_ms / 1e3
+            replica, slot.device, size, result.preprocess_ms / 1e3, result.inference_ms / 1e3
         )
 
     def _spec(self, plan: ReplicaPlan) -> ReplicaSpec:
@@ -196,7 +195,7 @@ class Service:
                     "name": slot.name,
                     "state": slot.state,
                     "pid": slot.info.pid if slot.info and slot.state == "ready" else None,
-                    "device": slot.info.device if slot.info else str(slot.spec.device),
+                    "device": slot.device,
                     "restarts": slot.restarts,
                 }
                 for slot in self.pool.slots

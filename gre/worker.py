@@ -47,6 +47,11 @@ class ReplicaSpec:
     decode_threads: int
     preprocessor: Preprocessor
 
+    @property
+    def name(self) -> str:
+        """``"<index>@<device>"``, e.g. ``"0@cpu"``: the replica's name in logs and metrics."""
+        return f"{self.index}@{self.device}"
+
 
 @dataclass(frozen=True)
 class Ready:
