@@ -6,9 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gre.config import Config
-from gre.engines import engine_has_gpu
-from gre.gpus import discover_gpus
-from gre.plan import plan_replicas
+from gre.plan import discover_and_plan
 from gre.service import load_model
 
 
@@ -19,10 +17,7 @@ def describe(config: Config) -> dict[str, Any]:
         gre.service.StartupError, gre.plan.PlanError: the model or the device plan is unusable.
     """
     model = load_model(config)
-    gpus, problem = discover_gpus()
-    plans = plan_replicas(
-        config.replicas, gpus, problem, model.engine, engine_has_gpu(model.engine)
-    )
+    gpus, problem, plans = discover_and_plan(config.replicas, model.engine)
     return {
         "model": {
             "name": model.name,

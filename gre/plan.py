@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from gre.config import ReplicasConfig
 from gre.device import Device
-from gre.gpus import GpuInfo
+from gre.engines import engine_has_gpu
+from gre.gpus import GpuInfo, discover_gpus
 
 log = logging.getLogger("gre.plan")
 
@@ -81,3 +82,18 @@ def plan_replicas(
         for _ in range(config.instances_per_device):
             plans.append(ReplicaPlan(len(plans), device, 0 if device.is_gpu else threads))
     return plans
+
+
+def discover_and_plan(
+    config: ReplicasConfig, engine: str
+) -> tuple[list[GpuInfo], str | None, list[ReplicaPlan]]:
+    """Find the GPUs with NVML and plan the replicas for ``engine`` on them.
+
+    Returns the GPUs, why NVML is unusable (``None`` if it works), and the plan.
+
+    Raises:
+        PlanError: as :func:`plan_replicas`.
+    """
+    gpus, nvml_problem = discover_gpus()
+    plans = plan_replicas(config, gpus, nvml_problem, engine, engine_has_gpu(engine))
+    return gpus, nvml_problem, plans

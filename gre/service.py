@@ -10,11 +10,10 @@ from typing import Any
 from gre.batchqueue import Pending
 from gre.classifier import BatchResult, Prediction
 from gre.config import Config
-from gre.engines import engine_has_gpu, resolve_engine_name
-from gre.gpus import discover_gpus
+from gre.engines import resolve_engine_name
 from gre.labels import answer, read_synset_words
 from gre.metrics import GpuCollector, Metrics, ReplicaCollector
-from gre.plan import ReplicaPlan, plan_replicas
+from gre.plan import ReplicaPlan, discover_and_plan
 from gre.pool import ReplicaPool
 from gre.preprocess import Preprocessor
 from gre.prototxt import NetSpec, read_net_spec
@@ -79,15 +78,8 @@ class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.model = load_model(config)
-        gpus, nvml_problem = discover_gpus()
         try:
-            self.plans: list[ReplicaPlan] = plan_replicas(
-                config.replicas,
-                gpus,
-                nvml_problem,
-                self.model.engine,
-                engine_has_gpu(self.model.engine),
-            )
+            _, _, self.plans = discover_and_plan(config.replicas, self.model.engine)
         except ValueError as exc:
             raise StartupError(str(exc)) from exc
         self.scheduler = Scheduler(config.batching)
