@@ -1,0 +1,253 @@
+"""HTTP/1.1 connections with read deadlines and a connection limit: uvicorn's httptools protocol,
+hardened against clients that send slowly or hold connections open.
+
+Uvicorn on its own bounds only the idle time between two requests (``timeout_keep_alive``): a
+client that connects and sends nothing, or sends its request head or body a byte at a time
+("slowloris"), holds a connection, a task and its buffers for as long as it likes, and httptools
+buffers a request head of any size. This protocol adds, per connection:
+
+- a **head deadline**: the request line and headers must be complete within
+  ``header_timeout_s`` of the connection opening or, on a kept-alive connection, of the next
+  request's first byte; else 408.
+- a **body deadline**: the whole body must arrive within ``body_timeout_s`` of the head; else
+  408. Bodies are read before a request is queued (``gre.app.read_body``), so a slow body
+  never holds a queue slot or a replica.
+- a **head size limit**: a head longer than ``max_header_bytes`` gets 431.
+- a **connection limit**: beyond ``max_connections`` open connections, a new one closes a
+  connection that has no request in progress (idle keep-alive, or still sending its head), so
+  idle or slow clients cannot starve others; if every connection has a request in progress, the
+  new connection's request gets 503 ``too_many_connections`` (``Retry-After: 1``). This
+  replaces uvicorn's ``limit_concurrency``, which counts idle keep-alive connections as load.
+
+Every refusal is gre's JSON error (``{"error": ..., "message": ...}``) with ``Connection:
+close``, as is httptools' answer to a malformed request (400 ``bad_request``), and is reported
+through :attr:`Limits.on_reject` (``gre_rejected_total{reason}``). A deadline that passes while
+the same connection is answering an earlier request lets that answer finish, then closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gre.errors import error_response
+
+#: Seconds a client should wait before retrying a 503 (as gre.app's).
+RETRY_AFTER_S = 1
+
+
+def _ignore(reason: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may hold (the ``[server]`` keys of the same names; README "Limits").
+
+    Attributes:
+        header_timeout_s: the request head must be complete within this, s.
+        body_timeout_s: the whole body must arrive within this after the head, s.
+        max_header_bytes: longest request head (request line + headers), bytes.
+        max_connections: open connections beyond which idle ones are closed.
+        on_reject: called with the error code of each refusal made here.
+    """
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 1024
+    on_reject: Callable[[str], None] = _ignore
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """Uvicorn's httptools protocol with :class:`Limits` (see the module docstring).
+
+    Use :func:`limited_protocol` to get a class bound to one :class:`Limits`; uvicorn takes the
+    class as ``uvicorn.Config(http=...)`` and makes one instance per connection.
+    """
+
+    limits: ClassVar[Limits] = Limits()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._in_body = False  # between the head and the end of the body
+        self._head_bytes = 0  # bytes received while the current head is unfinished
+        self._head_size = 0  # the current head's size as parsed so far
+        self._deadline: asyncio.TimerHandle | None = None
+        self._deaf = False  # cut off: read nothing more from this client
+        self._refused = False  # over max_connections: its request gets 503
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._arm("head")
+        if len(self.connections) > self.limits.max_connections and not self._close_an_idle():
+            self._refused = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._deaf:
+            return
+        if not self._in_body:
+            # Bytes after a complete request start the next head: its deadline runs from now.
+            if self._deadline is None:
+                self._arm("head")
+            self._head_bytes += len(data)
+        super().data_received(data)
+        # httptools buffers an unfinished head whole: bound it as it arrives.
+        if not self._in_body and self._head_bytes > self.limits.max_header_bytes:
+            self._head_too_large()
+
+    def on_message_begin(self) -> None:
+        self._head_size = 0
+        super().on_message_begin()
+        if self._deadline is None:  # a pipelined head that began in the last body's chunk
+            self._arm("head")
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._deaf:
+            return
+        if self._head_size > self.limits.max_header_bytes:  # a long head in one read
+            self._head_too_large()
+            return
+        self._head_bytes = self._head_size = 0
+        self._in_body = True
+        self._arm("body")
+        if not self._refused:
+            super().on_headers_complete()
+            return
+        self.limits.on_reject("too_many_connections")
+        app, self.app = self.app, _too_many_connections
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def on_body(self, body: bytes) -> None:
+        if not self._deaf:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._deaf:
+            return
+        self._in_body = False
+        self._disarm()
+        super().on_message_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and self.timeout_keep_alive_task is None:
+            # Answered before its body ended (413, 422): the body's bytes disarmed uvicorn's
+            # keep-alive timer, so arm it again or the connection could idle forever.
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def send_400_response(self, msg: str) -> None:
+        # httptools could not parse the request: gre's JSON instead of uvicorn's plain text.
+        self.limits.on_reject("bad_request")
+        self._deaf = True
+        self._write_error(400, "bad_request", f"malformed HTTP request ({msg.rstrip('.')})")
+        self.transport.close()
+
+    def _head_too_large(self) -> None:
+        limit = self.limits.max_header_bytes
+        self._cut_off(431, "headers_too_large", f"the request head exceeds {limit} bytes")
+
+    def _arm(self, part: Literal["head", "body"]) -> None:
+        self._disarm()
+        timeout = self.limits.header_timeout_s if part == "head" else self.limits.body_timeout_s
+        self._deadline = self.loop.call_later(timeout, self._timed_out, part, timeout)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _timed_out(self, part: str, timeout: float) -> None:
+        self._deadline = None
+        what = "request head (request line and headers)" if part == "head" else "request body"
+        self._cut_off(408, "request_timeout", f"the {what} did not arrive within {timeout:g} s")
+
+    def _cut_off(self, status: int, code: str, message: str) -> None:
+        """Stop reading from this client; answer ``status`` where an answer can still be sent,
+        and close."""
+        if self._deaf or self.transport.is_closing():
+            return
+        self.limits.on_reject(code)
+        self._deaf = True
+        self._disarm()
+        cycle = self.cycle
+        answering = cycle is not None and not cycle.response_complete
+        if answering and (not self._in_body or cycle.response_started):
+            # The request in progress is whole, or already being answered: finish that answer,
+            # then close (uvicorn closes after a response when keep_alive is off).
+            cycle.keep_alive = False
+            return
+        if answering:
+            # Its body stalled: the application sees a disconnect, and its answer is dropped.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        # Answer the request whose head or body stalled; not a request already answered (its
+        # body trickling on), nor a connection that sent nothing and so asked nothing.
+        began = self._head_bytes > 0 or self._head_size > 0
+        if answering or (not self._in_body and began):
+            self._write_error(status, code, message)
+        self.transport.close()
+
+    def _write_error(self, status: int, code: str, message: str) -> None:
+        body = json.dumps({"error": code, "message": message}, separators=(",", ":")).encode()
+        headers = [
+            *self.server_state.default_headers,
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        phrase = http.HTTPStatus(status).phrase
+        lines = [f"HTTP/1.1 {status} {phrase}\r\n".encode()]
+        lines += [name + b": " + value + b"\r\n" for name, value in headers]
+        self.transport.write(b"".join([*lines, b"\r\n", body]))
+
+    def _close_an_idle(self) -> bool:
+        """Close one other connection with no request in progress; whether there was one."""
+        for other in self.connections:
+            if other is not self and isinstance(other, LimitedHttpProtocol) and other._idle():
+                other._deaf = True
+                other._disarm()
+                other.transport.close()
+                return True
+        return False
+
+    def _idle(self) -> bool:
+        cycle = self.cycle
+        return (cycle is None or cycle.response_complete) and not self.transport.is_closing()
+
+
+async def _too_many_connections(
+    scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+) -> None:
+    """The answer on a connection opened beyond ``max_connections`` with none to spare."""
+    response = error_response(
+        503,
+        "too_many_connections",
+        "every connection is busy with a request; retry shortly",
+        {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"},
+    )
+    await response(scope, receive, send)  # type: ignore[arg-type]
+
+
+def limited_protocol(limits: Limits) -> type[LimitedHttpProtocol]:
+    """A :class:`LimitedHttpProtocol` bound to ``limits``, for ``uvicorn.Config(http=...)``."""
+    return type("LimitedHttpProtocol", (LimitedHttpProtocol,), {"limits": limits})
