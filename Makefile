@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 CONFIG ?= config/open_nsfw.toml
 
-.PHONY: serve test setup system caffe lint typecheck pytest bench clean
+.PHONY: serve test setup system caffe lint typecheck pytest bench fuzz-http clean
 
 serve: setup
 	$(VENV)/bin/gre serve --config $(CONFIG) --host $(HOST) --port $(PORT)
@@ -50,6 +50,12 @@ pytest: setup
 
 bench: setup
 	$(PY) -m benchmarks.service
+
+# A longer, random schemathesis run against a real server than `make test`'s short one.
+FUZZ_EXAMPLES ?= 2000
+fuzz-http: setup
+	GRE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/test_openapi.py \
+		-k 'conform or kept_serving'
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

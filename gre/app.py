@@ -1,11 +1,12 @@
 """The HTTP API (Starlette): ``/api/classify``, ``/api/model``, ``/healthz``, ``/readyz``,
-``/metrics``."""
+``/metrics``, ``/openapi.json``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from gre.batchqueue import DeadlineExceeded, Pending, QueueFull
 from gre.classifier import ItemError
 from gre.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
 from gre.imaging import ImageError, TooManyPixels, UnsupportedFormat, check_image
+from gre.openapi import openapi_document
 from gre.scheduler import BatchError, Completed, ShuttingDown
 from gre.service import Service
 
@@ -29,6 +31,9 @@ access_log = logging.getLogger("gre.access")
 
 #: Seconds a client should wait before retrying a 503.
 RETRY_AFTER_S = 1
+
+_DECIMAL = re.compile(r"[0-9]{1,9}")
+_MILLISECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
 
 
 class ClientGone(Exception):
@@ -46,10 +51,10 @@ def parse_top_k(request: Request, service: Service) -> int:
     if raw is None:
         default = service.config.server.default_top_k
         return min(default, classes) if classes else default
-    try:
-        top_k = int(raw)
-    except ValueError:
-        raise ApiError(422, "bad_top_k", f"top_k must be an integer, got {raw!r}") from None
+    # int() alone would also take "+2", " 2", "1_0" and non-ASCII digits.
+    if not _DECIMAL.fullmatch(raw):
+        raise ApiError(422, "bad_top_k", f"top_k must be an integer, got {raw!r}")
+    top_k = int(raw)
     if top_k < 1 or (classes is not None and top_k > classes):
         limit = f"1..{classes}" if classes else ">= 1"
         raise ApiError(422, "bad_top_k", f"top_k must be in {limit}, got {top_k}")
@@ -65,10 +70,8 @@ def parse_timeout(request: Request) -> float | None:
     raw = request.headers.get("x-request-timeout-ms")
     if raw is None:
         return None
-    try:
-        timeout = float(raw)
-    except ValueError:
-        timeout = -1.0
+    # float() alone would also take "1_000", "inf", "nan" and "1e999".
+    timeout = float(raw) if _MILLISECONDS.fullmatch(raw) else 0.0
     if not timeout > 0 or timeout == float("inf"):
         raise ApiError(
             400, "bad_timeout", f"X-Request-Timeout-Ms must be a positive number, got {raw!r}"
@@ -237,6 +240,12 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body, 200 if service.ready else 503)
 
 
+async def openapi(request: Request) -> Response:
+    """``GET /openapi.json``: the OpenAPI 3.1 description of this API (gre/openapi.py)."""
+    service: Service = request.app.state.service
+    return JSONResponse(openapi_document(service.num_classes))
+
+
 def create_app(service: Service, start_replicas: bool = True) -> Starlette:
     """The Starlette application for ``service``.
 
@@ -263,6 +272,7 @@ def create_app(service: Service, start_replicas: bool = True) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
         ],
         exception_handlers={
             ApiError: handle_api_error,

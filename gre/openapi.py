@@ -243,8 +243,9 @@ def _classify(classes: int | None) -> Schema:
             {
                 "name": "X-Request-Timeout-Ms",
                 "in": "header",
-                "description": "A deadline in ms; only lowers the configured `timeout_ms`.",
-                "schema": {"type": "number", "exclusiveMinimum": 0},
+                "description": "A deadline in ms (a positive decimal number, e.g. `250` or "
+                "`12.5`); only lowers the configured `timeout_ms`.",
+                "schema": {"type": "string", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,6})?$"},
             },
             {
                 "name": "X-Request-Id",

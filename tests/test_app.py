@@ -152,6 +152,9 @@ ERRORS = [
     ("top_k zero", None, "?top_k=0", 422, "bad_top_k"),
     ("top_k above classes", None, "?top_k=3", 422, "bad_top_k"),
     ("top_k not a number", None, "?top_k=five", 422, "bad_top_k"),
+    ("top_k with a sign", None, "?top_k=%2B2", 422, "bad_top_k"),
+    ("top_k with an underscore", None, "?top_k=1_0", 422, "bad_top_k"),
+    ("top_k in non-ascii digits", None, "?top_k=%D9%A1", 422, "bad_top_k"),
 ]
 
 
@@ -211,12 +214,13 @@ def test_unknown_path_and_wrong_method(server: Server) -> None:
     assert (wrong.status_code, wrong.json()["error"]) == (405, "method_not_allowed")
 
 
-def test_bad_timeout_header(server: Server) -> None:
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "1_000", "inf", "nan", "1e999", "5ms"])
+def test_bad_timeout_header(server: Server, value: str) -> None:
     with server.client() as client:
         response = client.post(
             "/api/classify",
             content=shared("images/cat.jpg").read_bytes(),
-            headers={"X-Request-Timeout-Ms": "soon"},
+            headers={"X-Request-Timeout-Ms": value},
         )
     assert (response.status_code, response.json()["error"]) == (400, "bad_timeout")
 
