@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -13,6 +14,32 @@ from gre import wire
 from gre.classifier import BatchResult
 from gre.scheduler import WorkerLost
 from gre.worker import BatchFailed, Failed, Ready, ReplicaSpec
+
+#: Where a replica's stdout and stderr go: one JSON log record per line.
+replica_log = logging.getLogger("gre.replica")
+
+#: Longest line of replica output logged as one record, bytes; longer lines are split.
+MAX_LINE_BYTES = 16 * 1024
+
+
+async def log_lines(stream: asyncio.StreamReader, replica: str) -> None:
+    """Log each line ``stream`` yields until EOF as a warning naming ``replica``.
+
+    A replica's native libraries (libjpeg, libpng, OpenCV, Caffe's glog, CUDA) write plain
+    text to stderr; piping it through here keeps gre's log JSON lines, one object per line.
+    """
+    while True:
+        try:
+            line = await stream.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:  # EOF: the last line may lack its newline
+            line = exc.partial
+        except asyncio.LimitOverrunError as exc:
+            line = await stream.read(exc.consumed)
+        if not line:
+            return
+        text = line.decode(errors="replace").rstrip()
+        if text:
+            replica_log.warning(text, extra={"replica": replica, "stream": "output"})
 
 
 class ReplicaError(RuntimeError):
@@ -46,6 +73,7 @@ class Replica:
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._output: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -70,9 +98,14 @@ class Replica:
                 pass_fds=[theirs.fileno()],
                 env=replica_environment(self.spec),
                 stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                limit=MAX_LINE_BYTES,
             )
         finally:
             theirs.close()
+        assert self._process.stdout is not None
+        self._output = asyncio.create_task(log_lines(self._process.stdout, self.name))
         self._reader, self._writer = await asyncio.open_connection(sock=ours)
         self._writer.write(wire.pack(self.spec))
         try:
@@ -119,14 +152,24 @@ class Replica:
                 self._writer.write(wire.pack(None))
                 self._writer.close()
         try:
-            return await asyncio.wait_for(self._process.wait(), timeout_s)
+            status = await asyncio.wait_for(self._process.wait(), timeout_s)
         except TimeoutError:
             return await self.kill()
+        await self._drain_output()
+        return status
 
     async def wait(self) -> int:
         """Wait for the process to exit; returns its exit status (negative: killed by signal)."""
         assert self._process is not None
-        return await self._process.wait()
+        status = await self._process.wait()
+        await self._drain_output()
+        return status
+
+    async def _drain_output(self) -> None:
+        """Log what the exited process wrote last (a crash's message); give up after 1 s."""
+        if self._output is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._output), 1.0)
 
     async def kill_if_started(self) -> None:
         """:meth:`kill`, if the process was ever spawned."""
@@ -141,4 +184,6 @@ class Replica:
         if self._process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self._process.kill()
-        return await self._process.wait()
+        status = await self._process.wait()
+        await self._drain_output()
+        return status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 from collections.abc import Iterator
@@ -180,6 +181,23 @@ def test_other_formats_decode(server: Server) -> None:
         for ext in (".png", ".bmp", ".webp"):
             response = client.post("/api/classify", content=encoded(ext))
             assert response.status_code == 200, (ext, response.text)
+
+
+def test_log_stays_json_lines_when_decoders_complain(server: Server) -> None:
+    """libjpeg and libpng print warnings to the replica's stderr; gre logs them as JSON."""
+    png = bytearray(encoded(".png"))
+    idat = png.find(b"IDAT")
+    png[idat + 40 : idat + 60] = bytes(20)  # zlib data (and CRC) no longer check
+    jpeg = shared("images/cat.jpg").read_bytes()
+    with server.client() as client:
+        for body in (bytes(png), jpeg[: len(jpeg) // 2]):
+            assert client.post("/api/classify", content=body).status_code in (200, 400)
+        assert client.post("/api/classify", content=jpeg).status_code == 200
+    records = [json.loads(line) for line in server.output().splitlines()]
+    assert all(isinstance(r, dict) and "level" in r for r in records)
+    replica_lines = [r for r in records if r["logger"] == "gre.replica"]
+    assert replica_lines, "the decoders' complaints were expected in the log"
+    assert all(r["replica"] == "0@cpu" for r in replica_lines)
 
 
 def test_body_over_the_limit_is_refused(server: Server) -> None:
