@@ -12,6 +12,7 @@ See README.md, "Benchmarks".
 from __future__ import annotations
 
 import datetime
+import resource
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -168,6 +169,12 @@ def print_steps(run: RunResult, console: Console) -> None:
 @click.group()
 def main() -> None:
     """Benchmarks for gre: drive any URL that takes a JPEG POST, compare gre with its peers."""
+    # An open loop may hold a connection per request in flight: raise the soft descriptor
+    # limit to the hard one (capped) rather than fail with EMFILE at 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 @main.command("sweep")
