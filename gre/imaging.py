@@ -1,12 +1,20 @@
 """Recognise an encoded image from its magic bytes, read its size from the header, decode it.
 
 The header is read before anything is decoded so that a decompression bomb (a few KB declaring
-65500 x 65500 pixels) is refused without allocating its pixels. The Content-Type a client sends
-is never trusted.
+65500 x 65500 pixels) is refused without allocating its pixels, and so that what the decoder
+would reject anyway gets a clear answer: a 12-bit JPEG is "unsupported" (415), not "corrupt".
+Reading a header is O(1) for PNG, BMP and WebP and bounded for JPEG (:data:`MAX_JPEG_SEGMENTS`),
+because it runs on the server's event loop. The Content-Type a client sends is never trusted.
+
+Every decoded format's size comes from this header, not from OpenCV's own limits
+(``OPENCV_IO_MAX_IMAGE_PIXELS``, 2**30 by default, and sides up to 2**20): those sit above the
+default ``max_pixels`` and :data:`MAX_SIDE`; should a configured ``max_pixels`` reach them,
+OpenCV's refusal is still a ``bad_image`` (:func:`decode_bgr`), never an unexpected error.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -17,7 +25,31 @@ import numpy.typing as npt
 #: Formats gre decodes (with OpenCV).
 DECODABLE = ("jpeg", "png", "bmp", "webp")
 
+#: Longest side (px) gre decodes: libpng refuses sides over 1,000,000 (its default user limit)
+#: and OpenCV over 2**20, so a longer side is refused from the header (413), as too large.
+MAX_SIDE = 1_000_000
+
+#: Most scans a JPEG may have (413 beyond). A decoder makes a pass over every block of a
+#: component per scan, so a few hundred KB of repeated empty progressive scans kept OpenCV busy
+#: for 36 s on a 6000 x 6000 image (1000 scans); no encoder writes more than 100, the longest
+#: scan script libjpeg's cjpeg and jpegtran accept. (libjpeg-turbo's djpeg -maxscans guards the
+#: same way.)
+MAX_JPEG_SCANS = 100
+
+#: Most marker segments read before a JPEG's frame header. Real files have a few dozen (APPn,
+#: DQT, DHT, COM); the cap keeps a body of 4-byte segments from holding the event loop.
+MAX_JPEG_SEGMENTS = 1000
+
+_FILL_BYTES = re.compile(rb"\xff+")
+
+# SOFn markers: frame headers. C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Differential (hierarchical) frames, which libjpeg-turbo does not decode.
+_HIERARCHICAL_SOF = frozenset({0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF})
+
 # Formats recognised only to answer "unsupported" (415) rather than "not an image" (400).
+# OpenCV could decode GIF and TIFF too, but gre keeps libtiff's large surface and OpenCV's
+# young GIF decoder away from clients' bytes: photos for a classifier come as JPEG, PNG, WebP.
 _UNSUPPORTED_MAGIC = (
     (b"GIF87a", "gif"),
     (b"GIF89a", "gif"),
@@ -45,9 +77,14 @@ class UnsupportedFormat(ImageError):
 
 
 class TooManyPixels(ImageError):
-    """The header declares more pixels than allowed (decompression-bomb guard)."""
+    """The header declares more pixels than allowed, or a side longer than :data:`MAX_SIDE`
+    (decompression-bomb guard)."""
 
     code = "too_large"
+
+
+class TooManyScans(TooManyPixels):
+    """A JPEG of more than :data:`MAX_JPEG_SCANS` scans (a decompression bomb of CPU time)."""
 
 
 @dataclass(frozen=True)
@@ -81,10 +118,21 @@ def sniff_format(data: bytes) -> str:
             raise UnsupportedFormat(f"{name} images are not supported; send {_decodable()}")
     if data[4:8] == b"ftyp":
         raise UnsupportedFormat(f"HEIF/AVIF images are not supported; send {_decodable()}")
-    head = data[:512].lstrip().lower()
-    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:4096].lower()):
+    head = data[:512].removeprefix(b"\xef\xbb\xbf").lstrip().lower()
+    if head.startswith(b"<svg") or (
+        head.startswith((b"<?xml", b"<!doctype svg")) and b"<svg" in data[:4096].lower()
+    ):
         raise UnsupportedFormat(f"SVG images are not supported; send {_decodable()}")
-    raise ImageError(f"the body is not an image gre recognises ({_decodable()})")
+    raise ImageError(f"the body is not an image gre recognises ({_decodable()}){_hint(head)}")
+
+
+def _hint(head: bytes) -> str:
+    """How to send the image, for bodies that wrap one (a form upload, base64)."""
+    if head.startswith(b"--") and b"content-disposition: form-data" in head:
+        return "; this is a multipart form upload: POST the raw image bytes (curl --data-binary)"
+    if head.startswith((b"data:image/", b"/9j/", b"ivborw0kggo")):  # data URL, base64 JPEG/PNG
+        return "; this looks like base64: POST the raw image bytes"
+    return ""
 
 
 def _decodable() -> str:
@@ -92,27 +140,53 @@ def _decodable() -> str:
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the first frame header (SOFn), as libjpeg reads it.
+
+    Raises:
+        ImageError: a bad marker, or no frame header within :data:`MAX_JPEG_SEGMENTS`.
+        UnsupportedFormat: a frame gre's decoder (OpenCV's libjpeg-turbo, 8-bit) cannot read.
+    """
     pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
+    for _ in range(MAX_JPEG_SEGMENTS):
+        fill = _FILL_BYTES.match(data, pos)
+        if fill is None:
+            if pos >= len(data):
+                break
             raise ImageError("corrupt JPEG: bad marker before the frame header")
+        pos = fill.end() - 1  # any run of fill bytes, then the last 0xFF starts the marker
+        if pos + 4 > len(data):
+            break
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers
             pos += 2
             continue
         (length,) = struct.unpack_from(">H", data, pos + 2)
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+        if marker in _SOF_MARKERS:
             if pos + 9 > len(data):
                 break
+            precision = data[pos + 4]
             height, width = struct.unpack_from(">HH", data, pos + 5)
+            _check_jpeg_frame(marker, precision)
             return width, height
-        if marker in (0xD9, 0xDA) or length < 2:  # EOI or scan data before any frame
+        if marker in (0xD8, 0xD9, 0xDA) or length < 2:  # SOI, EOI or scan data before a frame
             raise ImageError("corrupt JPEG: no frame header")
         pos += 2 + length
+    else:
+        raise ImageError(f"corrupt JPEG: no frame header in its first {MAX_JPEG_SEGMENTS} segments")
     raise ImageError("truncated JPEG: the frame header is missing")
+
+
+def _check_jpeg_frame(marker: int, precision: int) -> None:
+    if marker in _HIERARCHICAL_SOF:
+        raise UnsupportedFormat(
+            f"hierarchical JPEG (SOF{marker - 0xC0}) is not supported; send a baseline, "
+            "progressive or lossless JPEG"
+        )
+    if precision != 8:
+        raise UnsupportedFormat(
+            f"{precision}-bit JPEG is not supported; gre decodes 8-bit JPEG (re-encode it with "
+            "8 bits per sample)"
+        )
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:
@@ -158,18 +232,42 @@ def read_info(data: bytes) -> ImageInfo:
     return ImageInfo(fmt, width, height)
 
 
+def _count_scans(data: bytes, limit: int) -> int:
+    """Start-of-scan markers (FF DA) in ``data``, counting no further than ``limit + 1``.
+
+    Entropy-coded data never holds FF DA (an FF there is followed by 00 or a restart marker),
+    so this counts the scans; a thumbnail in an APPn segment adds its own, well within limits.
+    """
+    count, pos = 0, data.find(b"\xff\xda")
+    while pos >= 0 and count <= limit:
+        count += 1
+        pos = data.find(b"\xff\xda", pos + 2)
+    return count
+
+
 def check_image(data: bytes, max_pixels: int) -> ImageInfo:
-    """:func:`read_info`, then refuse images over ``max_pixels`` (width x height).
+    """:func:`read_info`, then refuse what would cost too much to decode.
 
     Raises:
         ImageError, UnsupportedFormat: as :func:`read_info`.
-        TooManyPixels: the declared size exceeds ``max_pixels``.
+        TooManyPixels: the declared size exceeds ``max_pixels`` (width x height), or a side
+            exceeds :data:`MAX_SIDE`.
+        TooManyScans: a JPEG with more than :data:`MAX_JPEG_SCANS` scans.
     """
     info = read_info(data)
     if info.width * info.height > max_pixels:
         raise TooManyPixels(
             f"the image is {info.width}x{info.height} = {info.width * info.height} pixels; "
             f"the limit is {max_pixels} pixels"
+        )
+    if max(info.width, info.height) > MAX_SIDE:
+        raise TooManyPixels(
+            f"the image is {info.width}x{info.height}; sides over {MAX_SIDE} pixels are not decoded"
+        )
+    if info.format == "jpeg" and _count_scans(data, MAX_JPEG_SCANS) > MAX_JPEG_SCANS:
+        raise TooManyScans(
+            f"the JPEG has more than {MAX_JPEG_SCANS} scans (no encoder writes that many; "
+            "each costs a pass over the whole image)"
         )
     return info
 
@@ -180,10 +278,16 @@ def decode_bgr(data: bytes) -> npt.NDArray[np.uint8]:
     EXIF orientation is applied (``cv2.IMREAD_COLOR`` does so), grayscale becomes 3 channels,
     alpha is dropped, 16-bit samples become 8-bit.
 
+    Call :func:`check_image` first: this trusts the size the header declares.
+
     Raises:
-        ImageError: OpenCV cannot decode the bytes.
+        ImageError: OpenCV cannot decode the bytes (it answers nothing, or raises).
     """
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. an empty buffer or a size over OpenCV's own limits
+        reason = str(exc).strip().splitlines()[-1]
+        raise ImageError(f"the image could not be decoded ({reason})") from None
     if image is None or image.size == 0:
         raise ImageError("the image data is corrupt or truncated and could not be decoded")
     return np.asarray(image, dtype=np.uint8)

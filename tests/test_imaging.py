@@ -1,12 +1,21 @@
+import base64
+import io
 import struct
+import zlib
 
 import cv2
+import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from gre.imaging import (
+    MAX_JPEG_SCANS,
+    MAX_JPEG_SEGMENTS,
+    MAX_SIDE,
     ImageError,
     TooManyPixels,
+    TooManyScans,
     UnsupportedFormat,
     check_image,
     decode_bgr,
@@ -98,3 +107,175 @@ def test_truncated_jpeg_that_decodes_nothing() -> None:
 
 def test_sniff_ignores_nothing_but_bytes() -> None:
     assert sniff_format(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "webp"
+
+
+# --- what OpenCV 4.14 (libjpeg-turbo 3.1, libpng 1.6) decodes, and how ----------------------
+
+
+def imagecodecs_jpeg(data: np.ndarray, **options: object) -> bytes:
+    try:
+        import imagecodecs
+    except ImportError:
+        pytest.fail("imagecodecs is missing: run `make test` (it installs .[dev])")
+    return bytes(imagecodecs.jpeg8_encode(data, **options))
+
+
+def test_cmyk_and_ycck_jpeg_decode_to_the_colours(cat: np.ndarray) -> None:
+    # Adobe (Photoshop) CMYK is stored inverted; Pillow writes it so, and so does libjpeg
+    # given 255 - CMYK. YCCK is that CMYK with its colour transform.
+    cmyk = np.asarray(Image.fromarray(cat[..., ::-1].copy()).convert("CMYK"))
+    out = io.BytesIO()
+    Image.fromarray(cmyk, "CMYK").save(out, "JPEG", quality=95)
+    ycck = imagecodecs_jpeg(255 - cmyk, level=95, colorspace="CMYK", outcolorspace="YCCK")
+    for data in (out.getvalue(), ycck):
+        assert np.abs(decode_bgr(data).astype(int) - cat).mean() < 3
+
+
+def test_lossless_8_bit_jpeg_decodes_exactly(cat: np.ndarray) -> None:
+    data = imagecodecs_jpeg(cat[..., ::-1].copy(), lossless=True)
+    assert data[data.find(b"\xff\xc3") + 4] == 8  # SOF3, 8-bit
+    assert np.array_equal(decode_bgr(data), cat)
+
+
+@pytest.mark.parametrize("bits", [12, 16])
+def test_jpeg_of_more_than_8_bits_is_unsupported(cat: np.ndarray, bits: int) -> None:
+    samples = cat[..., ::-1].astype(np.uint16) << (bits - 8)
+    options = {"bitspersample": bits} | ({"lossless": True} if bits == 16 else {})
+    data = imagecodecs_jpeg(samples, **options)
+    with pytest.raises(UnsupportedFormat, match=f"{bits}-bit JPEG"):
+        read_info(data)
+    with pytest.raises(ImageError):  # what the header check spares the decoder
+        decode_bgr(data)
+
+
+def test_hierarchical_jpeg_is_unsupported(cat: np.ndarray) -> None:
+    jpeg = bytearray(cv2.imencode(".jpg", cat)[1].tobytes())
+    jpeg[jpeg.find(b"\xff\xc0") + 1] = 0xC5  # SOF5, differential sequential
+    with pytest.raises(UnsupportedFormat, match="hierarchical"):
+        read_info(bytes(jpeg))
+
+
+def test_16_bit_png_is_scaled_not_clipped(cat: np.ndarray) -> None:
+    # The high byte (v >> 8): within one level of Caffe's v / 65535 * 255 (skimage's
+    # img_as_float), never the 255 that clipping 16-bit values to 8 bits would give.
+    wide = cat.astype(np.uint16) * 256 + np.uint16(200)
+    decoded = decode_bgr(cv2.imencode(".png", wide)[1].tobytes())
+    assert np.array_equal(decoded, cat)
+    assert np.abs(decoded - wide / 65535 * 255).max() <= 1
+
+
+def test_alpha_is_dropped_as_caffe_does(cat: np.ndarray) -> None:
+    # caffe.io.load_image keeps the colour under the alpha (img[:, :, :3]), not a composite.
+    alpha = np.arange(360 * 480, dtype=np.uint32).reshape(360, 480).astype(np.uint8)
+    bgra = np.dstack([cat, alpha])
+    assert np.array_equal(decode_bgr(cv2.imencode(".png", bgra)[1].tobytes()), cat)
+    out = io.BytesIO()
+    Image.fromarray(cat[..., ::-1].copy()).convert("LA").save(out, "PNG")
+    gray = decode_bgr(out.getvalue())
+    assert np.array_equal(gray[..., 0], gray[..., 2])
+
+
+def test_palette_png_is_expanded_to_its_colours(cat: np.ndarray) -> None:
+    palette = Image.fromarray(cat[..., ::-1].copy()).convert("P")
+    out = io.BytesIO()
+    palette.save(out, "PNG")
+    expected = np.asarray(palette.convert("RGB"))[..., ::-1]
+    assert np.array_equal(decode_bgr(out.getvalue()), expected)
+
+
+# --- bombs and floods -----------------------------------------------------------------------
+
+
+def png(width: int, height: int) -> bytes:
+    """A valid 1-bit grayscale PNG of zeros (10000 x 10000 is about 12 KB)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    rows = zlib.compress(bytes(1 + (width + 7) // 8) * height, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def test_png_bomb_and_overlong_sides_are_refused_from_the_header() -> None:
+    bomb = png(10000, 10000)
+    assert len(bomb) < 20_000
+    with pytest.raises(TooManyPixels, match="10000x10000"):
+        check_image(bomb, max_pixels=40_000_000)
+    # 1,000,001 x 1 is few pixels, but libpng refuses sides over 1,000,000: say so.
+    wide = png(MAX_SIDE + 1, 1)
+    with pytest.raises(TooManyPixels, match="sides over"):
+        check_image(wide, max_pixels=40_000_000)
+    assert decode_bgr(png(64, 48)).shape == (48, 64, 3)
+
+
+def test_webp_and_bmp_bombs_are_refused_from_the_header(cat: np.ndarray) -> None:
+    lossy = bytearray(cv2.imencode(".webp", cat, [cv2.IMWRITE_WEBP_QUALITY, 80])[1].tobytes())
+    assert lossy[12:16] == b"VP8 "
+    struct.pack_into("<HH", lossy, 26, 16383, 16383)
+    vp8l = cv2.imencode(".webp", cat, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()[12:]
+    vp8x = b"VP8X" + struct.pack("<I", 10) + bytes(4) + (16383).to_bytes(3, "little") * 2
+    canvas = b"RIFF" + struct.pack("<I", 4 + len(vp8x) + len(vp8l)) + b"WEBP" + vp8x + vp8l
+    bmp = bytearray(cv2.imencode(".bmp", cat)[1].tobytes())
+    struct.pack_into("<ii", bmp, 18, 30000, -30000)  # negative: rows stored top-down
+    for data, size in [(lossy, "16383x16383"), (canvas, "16384x16384"), (bmp, "30000x30000")]:
+        with pytest.raises(TooManyPixels, match=size):
+            check_image(bytes(data), max_pixels=40_000_000)
+
+
+def progressive_with_scans(image: np.ndarray, scans: int) -> bytes:
+    """A progressive JPEG whose last scan is repeated until it has ``scans`` scans (OpenCV
+    decodes it, warning of a bogus progression, one pass over the image per scan)."""
+    data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    last = data[data.rfind(b"\xff\xda") : -2]
+    return data[:-2] + last * (scans - data.count(b"\xff\xda")) + b"\xff\xd9"
+
+
+def test_jpeg_with_too_many_scans_is_refused(cat: np.ndarray) -> None:
+    allowed = progressive_with_scans(cat, MAX_JPEG_SCANS)
+    assert check_image(allowed, max_pixels=40_000_000).width == 480
+    assert decode_bgr(allowed).shape == (360, 480, 3)
+    with pytest.raises(TooManyScans, match=f"more than {MAX_JPEG_SCANS} scans"):
+        check_image(progressive_with_scans(cat, MAX_JPEG_SCANS + 1), max_pixels=40_000_000)
+
+
+def test_marker_floods_are_cut_short(cat: np.ndarray) -> None:
+    # 16 MB of empty comment segments or fill bytes took seconds of the event loop to walk.
+    segments = b"\xff\xd8" + b"\xff\xfe\x00\x02" * 4_000_000
+    with pytest.raises(ImageError, match=f"first {MAX_JPEG_SEGMENTS} segments"):
+        read_info(segments)
+    fill = b"\xff\xd8" + b"\xff" * 16_000_000
+    with pytest.raises(ImageError, match="truncated JPEG"):
+        read_info(fill)
+    # Fill bytes before a marker are legal (and libjpeg skips them).
+    jpeg = cv2.imencode(".jpg", cat)[1].tobytes()
+    padded = jpeg[:2] + b"\xff" * 1000 + jpeg[2:]
+    assert read_info(padded).width == 480
+
+
+# --- bodies that are not images -------------------------------------------------------------
+
+
+def test_wrapped_images_get_a_hint() -> None:
+    jpeg = shared("images/cat.jpg").read_bytes()
+    form = httpx.Request("POST", "http://x/", files={"image": ("cat.jpg", jpeg)}).read()
+    with pytest.raises(ImageError, match="multipart form upload"):
+        read_info(form)
+    with pytest.raises(ImageError, match="base64"):
+        read_info(base64.b64encode(jpeg))
+    with pytest.raises(ImageError, match="base64"):
+        read_info(b"data:image/jpeg;base64," + base64.b64encode(jpeg))
+
+
+def test_svg_with_a_bom_or_doctype_is_recognised() -> None:
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"/>'
+    for data in (b"\xef\xbb\xbf" + svg, b"<!DOCTYPE svg>\n" + svg):
+        with pytest.raises(UnsupportedFormat, match="SVG"):
+            read_info(data)
+
+
+def test_decoder_exceptions_become_image_errors() -> None:
+    # cv2.imdecode raises (rather than answering None) on an empty buffer.
+    with pytest.raises(ImageError, match="could not be decoded"):
+        decode_bgr(b"")
