@@ -1,0 +1,1 @@
+"""The naive peer: Starlette + Uvicorn, one forward per request, no batching."""
