@@ -1,0 +1,1 @@
+"""The Ray Serve peer: gre's pipeline in a Ray Serve deployment with ``@serve.batch``."""
