@@ -96,6 +96,8 @@ def running_peer(
         # No usage reports, no tracking: the machine reaches nothing outside anyway.
         "RAY_USAGE_STATS_ENABLED": "0",
         "BENTOML_DO_NOT_TRACK": "True",
+        # BentoML's home (its Prometheus files, model store) per run, not ~/bentoml.
+        "BENTOML_HOME": str(run_dir / "bentoml"),
     }
     command = [str(venv / "bin" / "python"), "-m", f"benchmarks.peers.{name}.server"]
     with log_path.open("w") as out:
