@@ -164,6 +164,13 @@ def _chunks(data: bytes | bytearray) -> list[tuple[bytes, int, int]]:
     return found
 
 
+def _put(data: bytearray, at: int, payload: bytes) -> None:
+    """Overwrite ``data[at:]`` with ``payload`` where it fits (earlier mutations may have cut
+    the data short)."""
+    if at + len(payload) <= len(data):
+        data[at : at + len(payload)] = payload
+
+
 @st.composite
 def byte_mutation(draw: st.DrawFn) -> Mutation:
     """Generic: flip, overwrite, insert, delete, duplicate a range, or truncate."""
@@ -212,19 +219,17 @@ def jpeg_mutation(draw: st.DrawFn) -> Mutation:
             _, pos, length = frames[0]
             choice = field % 6
             if choice == 0:  # another SOF type: extended, progressive, lossless, arithmetic ...
-                data[pos + 1] = 0xC0 + u8 % 16
+                _put(data, pos + 1, bytes([0xC0 + u8 % 16]))
             elif choice == 1:
-                data[pos + 4] = u8  # precision
+                _put(data, pos + 4, bytes([u8]))  # precision
             elif choice == 2:
-                struct.pack_into(">H", data, pos + 5, u16)  # height
+                _put(data, pos + 5, struct.pack(">H", u16))  # height
             elif choice == 3:
-                struct.pack_into(">H", data, pos + 7, u16)  # width
+                _put(data, pos + 7, struct.pack(">H", u16))  # width
             elif choice == 4:
-                data[pos + 9] = u8 % 8  # component count
+                _put(data, pos + 9, bytes([u8 % 8]))  # component count
             else:  # a component's id, sampling factors or quantisation table
-                offset = 10 + field % max(length - 8, 1)
-                if pos + offset < len(data):
-                    data[pos + offset] = u8
+                _put(data, pos + 10 + field % max(length - 8, 1), bytes([u8]))
         elif target in ("dht", "dqt", "sos", "dri"):
             marker = {"dht": 0xC4, "dqt": 0xDB, "sos": 0xDA, "dri": 0xDD}[target]
             matches = [s for s in segments if s[0] == marker]
@@ -262,17 +267,17 @@ def png_mutation(draw: st.DrawFn) -> Mutation:
         if kind == b"IHDR" and field % 3:
             choice = field % 5
             if choice == 0:
-                struct.pack_into(">I", data, start, u16)
+                _put(data, start, struct.pack(">I", u16))  # width
             elif choice == 1:
-                struct.pack_into(">I", data, start + 4, u16)
+                _put(data, start + 4, struct.pack(">I", u16))  # height
             else:
-                data[start + 6 + choice] = u8  # bit depth, colour type, interlace ...
+                _put(data, start + 6 + choice, bytes([u8]))  # bit depth, colour type, ...
         elif length:
             offset = start + field % length
             data[offset : offset + len(noise)] = noise
         end = start + length
-        if fix_crc and end + 4 <= len(data):
-            struct.pack_into(">I", data, end, zlib.crc32(data[pos + 4 : end]))
+        if fix_crc:
+            _put(data, end, struct.pack(">I", zlib.crc32(data[pos + 4 : end])))
 
     return mutate
 
