@@ -70,6 +70,16 @@ def pillow(fmt: str, mode: str | None = None, **options: object) -> bytes:
     return out.getvalue()
 
 
+def animated(fmt: str) -> bytes:
+    """The cat, then two other frames: gre classifies the first (lossless, so exactly)."""
+    cat = Image.fromarray(np.ascontiguousarray(cat_bgr()[..., ::-1]))
+    frames = [cat.rotate(angle) for angle in (90, 180)]
+    out = io.BytesIO()
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    cat.save(out, fmt, save_all=True, append_images=frames, duration=40, **options)
+    return out.getvalue()
+
+
 def imagecodecs_jpeg(data: np.ndarray, **options: object) -> bytes:
     try:
         import imagecodecs
@@ -200,6 +210,8 @@ DECODED: list[tuple[str, Callable[[], bytes], str | None]] = [
     ("palette bmp", lambda: pillow("BMP", "P"), None),
     ("lossless webp", lambda: encode(".webp", None, cv2.IMWRITE_WEBP_QUALITY, 101), "png"),
     ("lossy webp", lambda: encode(".webp", None, cv2.IMWRITE_WEBP_QUALITY, 80), None),
+    ("animated png", lambda: animated("PNG"), "png"),
+    ("animated webp", lambda: animated("WEBP"), "png"),
 ]
 
 

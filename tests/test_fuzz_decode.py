@@ -93,10 +93,20 @@ def _pillow(image: np.ndarray, fmt: str, mode: str | None = None, **options: obj
     return out.getvalue()
 
 
+def _animated(image: np.ndarray, fmt: str) -> bytes:
+    """Three frames (OpenCV parses APNG's and animated WebP's frame headers itself)."""
+    frames = [
+        Image.fromarray(np.ascontiguousarray(np.roll(image, k, 1)[..., ::-1])) for k in (0, 8, 16)
+    ]
+    out = io.BytesIO()
+    frames[0].save(out, fmt, save_all=True, append_images=frames[1:], duration=40)
+    return out.getvalue()
+
+
 @cache
 def seeds() -> tuple[bytes, ...]:
-    """Real JPEGs (../shared/images and the photos scikit-learn/-image ship), then a 64 x 48
-    crop of the cat in each JPEG, PNG, BMP and WebP variant gre decodes."""
+    """Real JPEGs (../shared/images and the photos scikit-learn/-image ship), then the cat at
+    64 x 48 in each JPEG, PNG, BMP and WebP variant gre decodes, animated ones included."""
     photos = [p.read_bytes() for p in photo_paths() if p.suffix == ".jpg"]
     cat = cv2.imread(str(shared("images/cat.jpg")), cv2.IMREAD_COLOR)
     small = np.ascontiguousarray(cv2.resize(cat, (64, 48), interpolation=cv2.INTER_AREA))
@@ -122,6 +132,8 @@ def seeds() -> tuple[bytes, ...]:
         _encode(small, ".webp", cv2.IMWRITE_WEBP_QUALITY, 80),
         _encode(small, ".webp", cv2.IMWRITE_WEBP_QUALITY, 101),
         _encode(alpha, ".webp", cv2.IMWRITE_WEBP_QUALITY, 80),
+        _animated(small, "PNG"),
+        _animated(small, "WEBP"),
     ]
     return (*photos, *variants)
 
