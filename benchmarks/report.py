@@ -72,6 +72,10 @@ def errors_text(step: StepResult | None) -> str:
     return ", ".join(f"{status}: {count}" for status, count in step.errors.items())
 
 
+#: The analysis of a comparison, written by whoever ran it, beside its data.
+ANALYSIS_FILE = "analysis.md"
+
+
 class Report:
     """Builds the report's sections from a comparison (``directory``: where its plots go)."""
 
@@ -304,9 +308,20 @@ class Report:
             *lines,
             *found,
             "",
-            "**Why** (analysis of the figures above: server timings, batch sizes, overhead):",
+            "Why: see [Analysis](#analysis).",
+        ]
+
+    def analysis_section(self) -> list[str]:
+        """The human reading of the figures, kept in ``<name>/analysis.md`` so that
+        ``python -m benchmarks report`` can rewrite the report without losing it."""
+        path = self.directory / ANALYSIS_FILE
+        if path.is_file():
+            return ["## Analysis", "", path.read_text().strip()]
+        return [
+            "## Analysis",
             "",
-            "_To be written by whoever ran this comparison, from the tables below._",
+            f"_None yet: write it in `{self.c.name}/{ANALYSIS_FILE}` and rerun "
+            f"`python -m benchmarks report --name {self.c.name}`._",
         ]
 
     def timings_section(self) -> list[str]:
@@ -449,6 +464,7 @@ class Report:
             self.rates_section(),
             self.overhead_section(),
             self.losses_section(),
+            self.analysis_section(),
             self.timings_section(),
             self.plots_section(),
             self.client_section(),

@@ -97,3 +97,12 @@ def test_report_when_gre_wins_and_when_a_peer_failed(tmp_path: Path) -> None:
     text = write_report(made, tmp_path).read_text()
     assert "| peer | 2.00\u00d7 | 0.06\u00d7 | 0.09\u00d7 | 0.15\u00d7 | yes |" in text
     assert "| peer | failed: PeerStartError: it would not start |" in text
+
+
+def test_the_analysis_written_beside_the_data_survives_a_rewrite(tmp_path: Path) -> None:
+    made = comparison([step(16, 60.0)], [])
+    before = write_report(made, tmp_path).read_text()
+    assert "_None yet: write it in `made-up/analysis.md`" in before
+    (tmp_path / "made-up" / "analysis.md").write_text("gre batches; the peer does not.\n")
+    after = write_report(made, tmp_path).read_text()
+    assert "## Analysis\n\ngre batches; the peer does not.\n" in after
