@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -171,7 +171,10 @@ async def _classify(request: Request, service: Service, record: dict[str, Any]) 
     server = service.config.server
     top_k = parse_top_k(request, service)
     timeout_ms = parse_timeout(request)
-    body = await read_body(request, server.max_body_bytes)
+    try:
+        body = await read_body(request, server.max_body_bytes)
+    except ClientDisconnect:  # gone mid-body, or cut off by server.body_timeout_s
+        return Response(status_code=499)  # never sent: nobody is listening
     record["bytes"] = len(body)
     try:
         info = check_image(body, server.max_pixels)

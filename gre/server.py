@@ -6,6 +6,9 @@ from the event loop, and STOPPING=1 when the drain begins.
 The first SIGTERM or SIGINT turns ``/readyz`` 503 and new requests 503, lets queued and
 in-flight requests finish, then stops the server and the replicas; exit status 0. A second
 signal stops at once.
+
+Connections are uvicorn's httptools protocol with gre's read deadlines, head size limit and
+connection limit (:mod:`gre.protocol`; the ``[server]`` keys, README "Limits").
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import threading
 from collections.abc import Coroutine, Generator
@@ -25,9 +29,13 @@ import uvloop
 from gre.app import create_app
 from gre.config import Config
 from gre.notify import SystemdNotifier
+from gre.protocol import Limits, limited_protocol
 from gre.service import Service
 
 log = logging.getLogger("gre.server")
+
+#: Descriptors besides client connections: replicas' sockets, logs, libraries.
+SPARE_FILES = 256
 
 
 class GreServer(uvicorn.Server):
@@ -109,22 +117,53 @@ def build_server(config: Config) -> GreServer:
     """The server for ``config``; raises :class:`StartupError` for an unusable model."""
     service = Service(config)
     app = create_app(service, start_replicas=False)
+    server = config.server
+    limits = Limits(
+        header_timeout_s=server.header_timeout_s,
+        body_timeout_s=server.body_timeout_s,
+        max_header_bytes=server.max_header_bytes,
+        max_connections=server.max_connections,
+        on_reject=lambda reason: service.metrics.rejected.labels(reason).inc(),
+    )
     uvicorn_config = uvicorn.Config(
         app,
-        host=config.server.host,
-        port=config.server.port,
-        http="httptools",
+        host=server.host,
+        port=server.port,
+        http=limited_protocol(limits),  # httptools, with read deadlines and max_connections
+        ws="none",  # gre serves no WebSockets: an Upgrade request is plain HTTP
         loop="none",
         lifespan="on",
         access_log=False,
-        log_level=config.server.log_level,
+        log_level=server.log_level,
         log_config=None,
+        timeout_keep_alive=server.keep_alive_timeout_s,
+        limit_concurrency=None,  # max_connections instead: idle keep-alives are not load
+        backlog=server.backlog,
     )
     return GreServer(uvicorn_config, service)
 
 
+def raise_open_file_limit(connections: int) -> None:
+    """Raise the soft open-file limit (RLIMIT_NOFILE) towards the hard one so that
+    ``connections`` sockets fit beside the replicas' and the process's own descriptors; logs a
+    warning where the hard limit is too low (systemd/gre.service sets 65536)."""
+    needed = connections + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning(
+                "open-file limit %d is below max_connections + %d: connections beyond it "
+                "are refused by the kernel (raise LimitNOFILE / ulimit -n)",
+                target,
+                SPARE_FILES,
+            )
+
+
 def run(config: Config) -> int:
     """Serve until drained; returns the process exit status (0, or 1 if replicas failed)."""
+    raise_open_file_limit(config.server.max_connections)
     server = build_server(config)
     uvloop.run(server.serve())
     return server.exit_code
