@@ -14,7 +14,6 @@ import io
 import shutil
 import struct
 import subprocess
-import zlib
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -26,6 +25,11 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.crafted import (
+    blank_png,
+    png_inflating_past_its_image,
+    progressive_with_scans,
+)
 from tests.support import Server, running_server, shared
 
 SETTINGS = ("--set", "timeout_ms=300000", "--set", "max_body_bytes=4194304")
@@ -107,28 +111,6 @@ def cmyk_jpeg(transform: str) -> bytes:
     return imagecodecs_jpeg(255 - cmyk, level=95, colorspace="CMYK", outcolorspace=transform)
 
 
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(payload))
-        + kind
-        + payload
-        + struct.pack(">I", zlib.crc32(kind + payload))
-    )
-
-
-def blank_png(width: int, height: int) -> bytes:
-    """A valid 1-bit grayscale PNG of zeros: a PNG bomb (10000 x 10000 is about 12 KB)."""
-    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed row
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    idat = zlib.compress(row * height, 9)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", ihdr)
-        + png_chunk(b"IDAT", idat)
-        + png_chunk(b"IEND", b"")
-    )
-
-
 def patch_sof(data: bytes, width: int, height: int) -> bytes:
     patched = bytearray(data)
     sof = min(i for i in (patched.find(b"\xff\xc0"), patched.find(b"\xff\xc2")) if i > 0)
@@ -154,15 +136,6 @@ def bmp_bomb() -> bytes:
     data = bytearray(encode(".bmp"))
     struct.pack_into("<ii", data, 18, 30000, 30000)
     return bytes(data)
-
-
-def scan_bomb() -> bytes:
-    """A small progressive JPEG with its last scan repeated to 150 scans: OpenCV decodes it
-    (warning of a bogus progression), one pass over the image per scan."""
-    data = encode(".jpg", None, cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
-    last = data.rfind(b"\xff\xda")
-    scan = data[last:-2]
-    return data[:-2] + scan * (150 - data.count(b"\xff\xda")) + b"\xff\xd9"
 
 
 def corrupt_huffman_table() -> bytes:
@@ -320,7 +293,14 @@ REFUSED: list[tuple[str, Callable[[], bytes], int, str, str]] = [
     ("webp canvas bomb", webp_canvas_bomb, 413, "too_large", "16384x16384"),
     ("lossy webp bomb", lossy_webp_bomb, 413, "too_large", "16383x16383"),
     ("bmp bomb", bmp_bomb, 413, "too_large", "30000x30000"),
-    ("jpeg scan bomb", scan_bomb, 413, "too_large", "scans"),
+    ("jpeg scan bomb", lambda: progressive_with_scans(cat_bgr(), 150), 413, "too_large", "scans"),
+    (
+        "png inflating past its image",
+        lambda: png_inflating_past_its_image(1, 1, tail_mib=256),
+        400,
+        "bad_image",
+        "inflates past",
+    ),
 ]
 
 

@@ -34,6 +34,7 @@ from PIL import Image
 from gre.config import PreprocessConfig, ServerConfig
 from gre.imaging import ImageError, check_image, decode_bgr
 from gre.preprocess import Preprocessor
+from tests.crafted import interlaced_png
 from tests.support import photo_paths, shared
 
 EXAMPLES = int(os.environ.get("GRE_FUZZ_EXAMPLES", "150"))
@@ -122,6 +123,7 @@ def seeds() -> tuple[bytes, ...]:
         _encode(gray, ".jpg"),
         _pillow(small, "JPEG", "CMYK"),
         _encode(small, ".png"),
+        interlaced_png(small),
         _encode(small.astype(np.uint16) * 257, ".png"),
         _encode(alpha, ".png"),
         _encode(gray, ".png"),

@@ -1,7 +1,6 @@
 import base64
 import io
 import struct
-import zlib
 
 import cv2
 import httpx
@@ -21,6 +20,12 @@ from gre.imaging import (
     decode_bgr,
     read_info,
     sniff_format,
+)
+from tests.crafted import (
+    blank_png,
+    interlaced_png,
+    png_inflating_past_its_image,
+    progressive_with_scans,
 )
 from tests.support import shared
 
@@ -175,6 +180,20 @@ def test_alpha_is_dropped_as_caffe_does(cat: np.ndarray) -> None:
     assert np.array_equal(gray[..., 0], gray[..., 2])
 
 
+def test_interlaced_png_decodes_exactly(cat: np.ndarray) -> None:
+    assert np.array_equal(decode_bgr(interlaced_png(cat)), cat)
+    assert np.array_equal(decode_bgr(interlaced_png(cat[:5, :3])), cat[:5, :3])  # short passes
+
+
+def test_png_data_inflating_past_its_image_is_refused_before_libpng_inflates_it() -> None:
+    # 64 KB of body, 64 MiB of zeros after the only row: libpng would inflate them all.
+    bomb = png_inflating_past_its_image(1, 1, tail_mib=64)
+    assert len(bomb) < 100_000
+    with pytest.raises(ImageError, match="inflates past the 1x1 image"):
+        decode_bgr(bomb)
+    assert decode_bgr(png_inflating_past_its_image(300, 200, tail_mib=0)).shape == (200, 300, 3)
+
+
 def test_palette_png_is_expanded_to_its_colours(cat: np.ndarray) -> None:
     palette = Image.fromarray(cat[..., ::-1].copy()).convert("P")
     out = io.BytesIO()
@@ -186,28 +205,16 @@ def test_palette_png_is_expanded_to_its_colours(cat: np.ndarray) -> None:
 # --- bombs and floods -----------------------------------------------------------------------
 
 
-def png(width: int, height: int) -> bytes:
-    """A valid 1-bit grayscale PNG of zeros (10000 x 10000 is about 12 KB)."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(kind + payload)
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    rows = zlib.compress(bytes(1 + (width + 7) // 8) * height, 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-
-
 def test_png_bomb_and_overlong_sides_are_refused_from_the_header() -> None:
-    bomb = png(10000, 10000)
+    bomb = blank_png(10000, 10000)
     assert len(bomb) < 20_000
     with pytest.raises(TooManyPixels, match="10000x10000"):
         check_image(bomb, max_pixels=40_000_000)
     # 1,000,001 x 1 is few pixels, but libpng refuses sides over 1,000,000: say so.
-    wide = png(MAX_SIDE + 1, 1)
+    wide = blank_png(MAX_SIDE + 1, 1)
     with pytest.raises(TooManyPixels, match="sides over"):
         check_image(wide, max_pixels=40_000_000)
-    assert decode_bgr(png(64, 48)).shape == (48, 64, 3)
+    assert decode_bgr(blank_png(64, 48)).shape == (48, 64, 3)
 
 
 def test_webp_and_bmp_bombs_are_refused_from_the_header(cat: np.ndarray) -> None:
@@ -222,14 +229,6 @@ def test_webp_and_bmp_bombs_are_refused_from_the_header(cat: np.ndarray) -> None
     for data, size in [(lossy, "16383x16383"), (canvas, "16384x16384"), (bmp, "30000x30000")]:
         with pytest.raises(TooManyPixels, match=size):
             check_image(bytes(data), max_pixels=40_000_000)
-
-
-def progressive_with_scans(image: np.ndarray, scans: int) -> bytes:
-    """A progressive JPEG whose last scan is repeated until it has ``scans`` scans (OpenCV
-    decodes it, warning of a bogus progression, one pass over the image per scan)."""
-    data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
-    last = data[data.rfind(b"\xff\xda") : -2]
-    return data[:-2] + last * (scans - data.count(b"\xff\xda")) + b"\xff\xd9"
 
 
 def test_jpeg_with_too_many_scans_is_refused(cat: np.ndarray) -> None:
