@@ -167,10 +167,28 @@ async def classify(request: Request) -> Response:
                 access_log.info("request", extra=record)
 
 
+def scheduler_error(exc: Exception) -> ApiError:
+    """The answer to a request the scheduler refused or could not answer: 503 (with
+    ``Retry-After``) for a full queue, a drain or a failed replica; 504 past the deadline."""
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    if isinstance(exc, QueueFull):
+        return ApiError(503, "queue_full", str(exc), retry)
+    if isinstance(exc, ShuttingDown):
+        return ApiError(503, "shutting_down", str(exc), retry)
+    if isinstance(exc, BatchError):
+        return ApiError(503, "replica_failed", str(exc), retry)
+    return ApiError(504, "deadline_exceeded", str(exc))
+
+
 async def _classify(request: Request, service: Service, record: dict[str, Any]) -> Response:
     server = service.config.server
     top_k = parse_top_k(request, service)
     timeout_ms = parse_timeout(request)
+    try:
+        # Refused after the upload means refused before it: don't take the body for nothing.
+        service.scheduler.admit(timeout_ms)
+    except (QueueFull, ShuttingDown) as exc:
+        raise scheduler_error(exc) from None
     try:
         body = await read_body(request, server.max_body_bytes)
     except ClientDisconnect:  # gone mid-body, or cut off by server.body_timeout_s
@@ -185,18 +203,11 @@ async def _classify(request: Request, service: Service, record: dict[str, Any]) 
         raise ApiError(413, exc.code, str(exc)) from None
     except ImageError as exc:
         raise ApiError(400, exc.code, str(exc)) from None
-    retry = {"Retry-After": str(RETRY_AFTER_S)}
     try:
         pending = service.submit(body, top_k, timeout_ms)
         completed = await wait_for_answer(request, service, pending)
-    except QueueFull as exc:
-        raise ApiError(503, "queue_full", str(exc), retry) from None
-    except ShuttingDown as exc:
-        raise ApiError(503, "shutting_down", str(exc), retry) from None
-    except BatchError as exc:
-        raise ApiError(503, "replica_failed", str(exc), retry) from None
-    except DeadlineExceeded as exc:
-        raise ApiError(504, "deadline_exceeded", str(exc)) from None
+    except (QueueFull, ShuttingDown, BatchError, DeadlineExceeded) as exc:
+        raise scheduler_error(exc) from None
     except ClientGone:
         return Response(status_code=499)  # never sent: nobody is listening
     record.update(

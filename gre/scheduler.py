@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gre.batchqueue import BatchQueue, DeadlineExceeded, Pending
+from gre.admission import WaitEstimate
+from gre.batchqueue import BatchQueue, DeadlineExceeded, Pending, QueueFull
 from gre.classifier import BatchResult, Outcome
 from gre.config import BatchingConfig
 
@@ -76,24 +77,50 @@ class Scheduler:
         self._busy: set[str] = set()
         #: Called with (worker name, batch size, result) after each answered batch.
         self.on_batch: Callable[[str, int, BatchResult], None] | None = None
+        #: The replicas' recent speed, for refusing requests that could not finish in time.
+        self.wait = WaitEstimate()
         self._closing = False
 
-    def submit(self, image: bytes, top_k: int, timeout_ms: float | None = None) -> Pending:
-        """Queue one request; its deadline is ``min(timeout_ms, batching.timeout_ms)``.
+    def admit(self, timeout_ms: float | None = None) -> float:
+        """Whether a request with this deadline would be queued now; returns its timeout (ms),
+        ``min(timeout_ms, batching.timeout_ms)``. The front end asks before reading a body,
+        so an overloaded service refuses without taking the upload.
 
         Raises:
             ShuttingDown: the scheduler is closing.
-            QueueFull: ``max_queue_size`` requests are already waiting.
+            QueueFull: ``max_queue_size`` requests are already waiting, or requests are
+                waiting and the expected time to answer this one (:mod:`gre.admission`)
+                exceeds its deadline: refused now rather than answered 504 later.
         """
         if self._closing:
             raise ShuttingDown("the service is shutting down")
-        loop = asyncio.get_running_loop()
-        now = loop.time()
         timeout = (
             self.batching.timeout_ms
             if timeout_ms is None
             else min(timeout_ms, self.batching.timeout_ms)
         )
+        queued = len(self.queue)
+        if queued >= self.queue.max_size:
+            raise QueueFull(f"{queued} requests are waiting; the limit is {self.queue.max_size}")
+        if queued:  # an empty queue always admits: the request goes to the next free replica
+            expected_ms = self.wait.seconds(queued, len(self._live)) * 1e3
+            if expected_ms > timeout:
+                raise QueueFull(
+                    f"{queued} requests are waiting: the expected {expected_ms:.0f} ms to answer "
+                    f"this one exceeds its deadline of {timeout:.0f} ms"
+                )
+        return timeout
+
+    def submit(self, image: bytes, top_k: int, timeout_ms: float | None = None) -> Pending:
+        """Queue one request if :meth:`admit` admits it; its deadline is
+        ``min(timeout_ms, batching.timeout_ms)`` from now.
+
+        Raises:
+            ShuttingDown, QueueFull: as :meth:`admit`.
+        """
+        timeout = self.admit(timeout_ms)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         item = Pending(image, top_k, now, now + timeout / 1e3, loop.create_future())
         self.queue.put(item)
         return item
@@ -192,6 +219,7 @@ class Scheduler:
                 finally:
                     self._in_flight.difference_update(batch)
                     self._busy.discard(worker.name)
+                self.wait.observe(len(batch), loop.time() - now)
                 self._complete(batch, result, now, worker.name)
         finally:
             self._live.discard(worker.name)

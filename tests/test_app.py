@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -260,20 +263,59 @@ async def test_overload_gives_503_with_retry_after(tmp_path: Path) -> None:
             assert (await client.post("/api/classify", content=cat)).status_code == 200
 
 
+@contextmanager
+def replica_stopped(server: Server) -> Iterator[None]:
+    """SIGSTOP the only replica (alive, answering nothing) for the block; SIGCONT after."""
+    with server.client() as client:
+        pid = int(client.get("/api/model").json()["replicas"][0]["pid"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+STOPPABLE = ("--set", "max_batch_size=1", "--set", "replica_timeout_ms=300000")
+
+
 async def test_deadline_while_queued_is_504(tmp_path: Path) -> None:
     cat = shared("images/cat.jpg").read_bytes()
-    settings = ("--set", "max_batch_size=1", "--set", "max_queue_size=64")
-    with running_server(tmp_path, *settings) as server:
+    with running_server(tmp_path, *STOPPABLE) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-            busy = [client.post("/api/classify", content=cat) for _ in range(6)]
-            late = client.post("/api/classify", content=cat, headers={"X-Request-Timeout-Ms": "5"})
-            results = await asyncio.gather(*busy, late)
-        assert [r.status_code for r in results[:-1]] == [200] * 6
-        assert results[-1].status_code == 504
-        assert results[-1].json() == {
+            with replica_stopped(server):
+                busy = asyncio.ensure_future(client.post("/api/classify", content=cat))
+                await asyncio.sleep(0.3)  # dispatched to the stopped replica; the queue is empty
+                headers = {"X-Request-Timeout-Ms": "200"}
+                late = await client.post("/api/classify", content=cat, headers=headers)
+            assert (await busy).status_code == 200
+        assert late.status_code == 504
+        assert late.json() == {
             "error": "deadline_exceeded",
             "message": "deadline passed while queued",
         }
+
+
+async def test_a_full_queue_refuses_before_reading_the_body(tmp_path: Path) -> None:
+    cat = shared("images/cat.jpg").read_bytes()
+    with running_server(tmp_path, *STOPPABLE, "--set", "max_queue_size=1") as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            with replica_stopped(server):
+                first = asyncio.ensure_future(client.post("/api/classify", content=cat))
+                await asyncio.sleep(0.3)  # in flight on the stopped replica
+                queued = asyncio.ensure_future(client.post("/api/classify", content=cat))
+                await asyncio.sleep(0.3)  # fills the queue of one
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(  # a head announcing 1 MB that never comes
+                    b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+                )
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                body = await asyncio.wait_for(reader.readuntil(b"}"), 10)
+                writer.close()
+            assert [r.status_code for r in await asyncio.gather(first, queued)] == [200, 200]
+    assert head.startswith(b"HTTP/1.1 503"), head
+    assert b"retry-after: 1" in head.lower()
+    assert json.loads(body)["error"] == "queue_full"
 
 
 async def test_disconnected_client_is_dropped_from_the_queue(tmp_path: Path) -> None:
