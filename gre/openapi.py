@@ -32,9 +32,15 @@ IMAGE_MEDIA_TYPES = (
 #: ``POST /api/classify``'s errors: status -> (when, error codes), as README's errors table.
 CLASSIFY_ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
     400: (
-        "The body is empty, not an image, or undecodable; or X-Request-Timeout-Ms is not a "
-        "positive number.",
-        ("bad_image", "bad_timeout"),
+        "The body is empty, not an image, or undecodable; X-Request-Timeout-Ms is not a "
+        "positive number; or the request is not parseable as HTTP/1.1 (the connection is "
+        "then closed).",
+        ("bad_image", "bad_timeout", "bad_request"),
+    ),
+    408: (
+        "The request head or body did not arrive within `header_timeout_s` / "
+        "`body_timeout_s`; the connection is closed.",
+        ("request_timeout",),
     ),
     413: (
         "The body is over `max_body_bytes`, or the image header declares an image too costly "
@@ -47,10 +53,17 @@ CLASSIFY_ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
         ("unsupported_format",),
     ),
     422: ("`top_k` is not an integer in 1..classes.", ("bad_top_k",)),
+    431: (
+        "The request line and headers exceed `max_header_bytes`; the connection is closed.",
+        ("headers_too_large",),
+    ),
     503: (
-        "The queue is full (`max_queue_size`), the service is draining, or the replica "
-        "running the request's batch failed; retry after `Retry-After` seconds.",
-        ("queue_full", "shutting_down", "replica_failed"),
+        "The queue is full (`max_queue_size`), or requests are waiting and the expected time "
+        "to answer this one exceeds its deadline (refused before the body is read); the "
+        "service is draining; the replica running the request's batch failed; or "
+        "`max_connections` connections each have a request in progress. Retry after "
+        "`Retry-After` seconds.",
+        ("queue_full", "shutting_down", "replica_failed", "too_many_connections"),
     ),
     504: (
         "The deadline (`timeout_ms`, or X-Request-Timeout-Ms if lower) passed; a request "

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import http
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -214,6 +215,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
+            (b"x-request-id", uuid.uuid4().hex.encode()),  # every answer has one (README)
         ]
         phrase = http.HTTPStatus(status).phrase
         lines = [f"HTTP/1.1 {status} {phrase}\r\n".encode()]
@@ -243,7 +245,11 @@ async def _too_many_connections(
         503,
         "too_many_connections",
         "every connection is busy with a request; retry shortly",
-        {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"},
+        {
+            "Retry-After": str(RETRY_AFTER_S),
+            "Connection": "close",
+            "X-Request-Id": uuid.uuid4().hex,
+        },
     )
     await response(scope, receive, send)  # type: ignore[arg-type]
 

@@ -98,6 +98,7 @@ async def test_slow_head_gets_408_while_others_are_served(tmp_path: Path) -> Non
             status, headers, body = split_response(cut)
             assert status == 408
             assert headers["connection"] == "close"
+            assert len(headers["x-request-id"]) == 32
             assert json.loads(body)["error"] == "request_timeout"
             assert await served_batches(client) == {"1": 1}, "the slow request was dispatched"
             text = (await client.get("/metrics")).text
@@ -206,6 +207,7 @@ async def test_busy_connections_at_the_limit_get_503(tmp_path: Path) -> None:
         refused = httpx.get(f"{server.url}/healthz", timeout=HANG_S)
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "1"
+        assert len(refused.headers["x-request-id"]) == 32
         assert refused.json()["error"] == "too_many_connections"
         for writer in busy:
             writer.close()
