@@ -46,6 +46,7 @@ MAX_JPEG_SEGMENTS = 1000
 MAX_PNG_CHUNKS = 100_000
 
 _FILL_BYTES = re.compile(rb"\xff+")
+_SCAN_WINDOW = 1 << 20
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Samples per pixel by PNG colour type: gray, RGB, palette, gray + alpha, RGBA.
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
@@ -241,15 +242,21 @@ def read_info(data: bytes) -> ImageInfo:
 
 
 def _count_scans(data: bytes, limit: int) -> int:
-    """Start-of-scan markers (FF DA) in ``data``, counting no further than ``limit + 1``.
+    """Start-of-scan markers (FF DA) in ``data``, counting no further than past ``limit``.
 
     Entropy-coded data never holds FF DA (an FF there is followed by 00 or a restart marker),
     so this counts the scans; a thumbnail in an APPn segment adds its own, well within limits.
+    It runs on the event loop: NumPy finds the DA bytes (bytes.count(b"\xff\xda") is 4x slower,
+    JPEG data being full of FF), a MiB at a time to bound the index arrays.
     """
-    count, pos = 0, data.find(b"\xff\xda")
-    while pos >= 0 and count <= limit:
-        count += 1
-        pos = data.find(b"\xff\xda", pos + 2)
+    samples = np.frombuffer(data, dtype=np.uint8)
+    count = 0
+    for start in range(0, len(samples) - 1, _SCAN_WINDOW):
+        window = samples[start : start + _SCAN_WINDOW + 1]
+        after = np.flatnonzero(window[1:] == 0xDA)
+        count += int(np.count_nonzero(window[after] == 0xFF))
+        if count > limit:
+            break
     return count
 
 
