@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.crafted import (
     blank_png,
+    interlaced_png,
     png_inflating_past_its_image,
     progressive_with_scans,
 )
@@ -173,6 +174,7 @@ DECODED: list[tuple[str, Callable[[], bytes], str | None]] = [
     ("ycck jpeg", lambda: cmyk_jpeg("YCCK"), None),
     ("lossless jpeg", lambda: imagecodecs_jpeg(cat_bgr()[..., ::-1].copy(), lossless=True), "png"),
     ("16-bit png", lambda: encode(".png", cat_bgr().astype(np.uint16) * 257), "png"),
+    ("interlaced png", lambda: interlaced_png(cat_bgr()), "png"),
     (
         "png with alpha",
         lambda: encode(".png", np.dstack([cat_bgr(), np.full((360, 480), 9, np.uint8)])),
