@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 CONFIG ?= config/open_nsfw.toml
 
-.PHONY: serve test setup system caffe lint typecheck pytest bench bench-compare bench-gre-hey fuzz-http clean
+.PHONY: serve test setup system caffe lint typecheck pytest bench bench-compare bench-gre-hey fuzz-http fuzz peers-setup peers-test clean
 
 serve: setup
 	$(VENV)/bin/gre serve --config $(CONFIG) --host $(HOST) --port $(PORT)
@@ -66,6 +66,22 @@ FUZZ_EXAMPLES ?= 2000
 fuzz-http: setup
 	GRE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/test_openapi.py \
 		-k 'conform or kept_serving'
+
+# The decode fuzz target long (`make test` runs 150 examples): header check, decode and
+# preprocess on mutated real images; an input that breaks it goes in tests/fuzz_regressions/.
+DECODE_EXAMPLES ?= 20000
+fuzz: setup
+	GRE_FUZZ_EXAMPLES=$(DECODE_EXAMPLES) $(VENV)/bin/pytest tests/test_fuzz_decode.py -x \
+		--hypothesis-show-statistics
+
+# The load test's peers (benchmarks/peers): BentoML and Ray Serve get venvs of their own in
+# ~/.cache/gre/peers (about 1 GB, 1-2 minutes the first time); `make test` tests only the naive
+# peer, this target all three (about 2 minutes).
+peers-setup: setup
+	$(PY) -m benchmarks.peers setup all
+
+peers-test: setup
+	GRE_PEERS=all $(VENV)/bin/pytest tests/test_peers.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
