@@ -127,6 +127,10 @@ def server_timing(completed: Completed) -> str:
     )
 
 
+#: Statuses of errors a replica reports for one image (:class:`ItemError` codes), as the
+#: front end's own header checks answer them; any other code is a 400.
+_ITEM_STATUS = {"too_large": 413, "unsupported_format": 415}
+
 #: ``gre_rejected_total`` reasons by error code, where they differ.
 _REJECT_REASONS = {"deadline_exceeded": "deadline"}
 
@@ -219,7 +223,8 @@ async def _classify(request: Request, service: Service, record: dict[str, Any]) 
     )
     service.metrics.queue_duration.observe(completed.queue_ms / 1e3)
     if isinstance(completed.outcome, ItemError):
-        raise ApiError(400, completed.outcome.code, completed.outcome.message)
+        status = _ITEM_STATUS.get(completed.outcome.code, 400)
+        raise ApiError(status, completed.outcome.code, completed.outcome.message)
     return JSONResponse(
         service.answer(completed), headers={"Server-Timing": server_timing(completed)}
     )

@@ -7,6 +7,7 @@ the same code.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,8 @@ import numpy.typing as npt
 from gre.engines import Engine, Output
 from gre.imaging import ImageError, decode_bgr
 from gre.preprocess import Blob, Preprocessor
+
+log = logging.getLogger("gre.classifier")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,9 @@ class Classifier:
             return self.preprocessor(decode_bgr(image))
         except ImageError as exc:
             return ItemError(exc.code, str(exc))
+        except Exception as exc:  # a decoder bug must cost this image, never its batch
+            log.exception("decoding or preprocessing an image raised")
+            return ItemError("bad_image", f"the image could not be decoded ({type(exc).__name__})")
 
     def probabilities(self, batch: npt.NDArray[np.float32]) -> Output:
         """Forward ``(N, C, H, W)`` -> ``(N, K) float32`` probabilities."""

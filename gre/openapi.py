@@ -44,12 +44,13 @@ CLASSIFY_ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
     ),
     413: (
         "The body is over `max_body_bytes`, or the image header declares an image too costly "
-        "to decode (more than `max_pixels`); refused before reading the rest or decoding.",
+        "to decode (more than `max_pixels`, a side over 1,000,000 px, or a JPEG of more than "
+        "100 scans); refused before reading the rest or decoding.",
         ("too_large",),
     ),
     415: (
         "A recognised image format gre does not decode (GIF, TIFF, SVG, PDF, HEIF/AVIF, "
-        "JPEG 2000, ...).",
+        "JPEG 2000, ...; 12- and 16-bit or hierarchical JPEG).",
         ("unsupported_format",),
     ),
     422: ("`top_k` is not an integer in 1..classes.", ("bad_top_k",)),
