@@ -121,6 +121,7 @@ class Service:
             threads=plan.threads,
             decode_threads=self.config.replicas.decode_threads,
             preprocessor=self.model.preprocessor,
+            max_batch_size=self.config.batching.max_batch_size,
         )
 
     def _check_classes(self, info: Ready) -> None:

@@ -46,6 +46,8 @@ class ReplicaSpec:
     threads: int
     decode_threads: int
     preprocessor: Preprocessor
+    #: The largest batch the scheduler will send (``batching.max_batch_size``).
+    max_batch_size: int = 1
 
     @property
     def name(self) -> str:
@@ -77,6 +79,17 @@ class BatchFailed:
     message: str
 
 
+def warm_up(classifier: Classifier, max_batch_size: int) -> int:
+    """Run a zero batch of every power-of-two size up to ``max_batch_size``, largest first,
+    so that no request pays for first-use costs (the opencv engine's net per size, Caffe's
+    blob allocation, CUDA's kernels), as Triton's model warm-up; returns the class count."""
+    shape = classifier.preprocessor.input_shape
+    sizes = [1 << bit for bit in range(max_batch_size.bit_length() - 1, -1, -1)]
+    for size in sizes:
+        output = classifier.probabilities(np.zeros((size, *shape), dtype=np.float32))
+    return int(output.shape[1])
+
+
 def serve(sock: socket.socket) -> int:
     """Run the replica protocol on ``sock``; returns the process exit status."""
     spec: ReplicaSpec = wire.recv(sock)
@@ -93,8 +106,7 @@ def serve(sock: socket.socket) -> int:
             spec.num_classes,
         )
         classifier = Classifier(engine, spec.preprocessor, spec.apply_softmax, spec.decode_threads)
-        warmup = np.zeros((1, *spec.preprocessor.input_shape), dtype=np.float32)
-        num_classes = classifier.probabilities(warmup).shape[1]
+        num_classes = warm_up(classifier, spec.max_batch_size)
     except Exception as exc:
         if not isinstance(exc, EngineError | ValueError | OSError):  # unforeseen: show where
             traceback.print_exc(file=sys.stderr)
