@@ -35,11 +35,13 @@ class WaitEstimate:
         self.batch_s += SMOOTHING * (duration_s - self.batch_s)
         self.image_s += SMOOTHING * (per_image - self.image_s)
 
-    def seconds(self, queued: int, replicas: int) -> float:
+    def seconds(self, queued: int, replicas: int, max_batch_size: int) -> float:
         """Expected time (s) until a request joining ``queued`` waiting ones is answered by
-        ``replicas`` replicas: what runs now finishes (one batch), then the queue ahead and the
-        request itself go at the recent rate. 0 before any batch was observed (nothing known,
-        nothing refused)."""
+        ``replicas`` replicas taking up to ``max_batch_size`` at once: what runs now finishes
+        (one batch), then the queue ahead goes at the recent rate per image, then the
+        request's own batch, which is answered only when its last image is done. 0 before
+        any batch was observed (nothing known, nothing refused)."""
         if self.batch_s is None or self.image_s is None:
             return 0.0
-        return self.batch_s + (queued + 1) * self.image_s / max(replicas, 1)
+        own_batch = min(max_batch_size, queued + 1)
+        return self.batch_s + (queued + own_batch) * self.image_s / max(replicas, 1)

@@ -103,7 +103,8 @@ class Scheduler:
         if queued >= self.queue.max_size:
             raise QueueFull(f"{queued} requests are waiting; the limit is {self.queue.max_size}")
         if queued:  # an empty queue always admits: the request goes to the next free replica
-            expected_ms = self.wait.seconds(queued, len(self._live)) * 1e3
+            live, batch = len(self._live), self.batching.max_batch_size
+            expected_ms = self.wait.seconds(queued, live, batch) * 1e3
             if expected_ms > timeout:
                 raise QueueFull(
                     f"{queued} requests are waiting: the expected {expected_ms:.0f} ms to answer "
