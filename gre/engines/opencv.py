@@ -89,7 +89,9 @@ class OpenCVEngine:
         outputs = []
         start = 0
         for size in power_of_two_chunks(batch.shape[0]):
-            net = self._nets.get(size) or self._nets.setdefault(size, self._load())
+            if size not in self._nets:  # first batch of this size (warm-up, normally)
+                self._nets[size] = self._load()
+            net = self._nets[size]
             net.setInput(batch[start : start + size])
             try:
                 out = net.forward(self._output)
