@@ -22,7 +22,7 @@ from starlette.routing import Route
 from gre.batchqueue import DeadlineExceeded, Pending, QueueFull
 from gre.classifier import ItemError
 from gre.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
-from gre.imaging import ImageError, TooManyPixels, UnsupportedFormat, check_image
+from gre.imaging import ImageError, check_image
 from gre.openapi import openapi_document
 from gre.scheduler import BatchError, Completed, ShuttingDown
 from gre.service import Service
@@ -127,10 +127,6 @@ def server_timing(completed: Completed) -> str:
     )
 
 
-#: Statuses of errors a replica reports for one image (:class:`ItemError` codes), as the
-#: front end's own header checks answer them; any other code is a 400.
-_ITEM_STATUS = {"too_large": 413, "unsupported_format": 415}
-
 #: ``gre_rejected_total`` reasons by error code, where they differ.
 _REJECT_REASONS = {"deadline_exceeded": "deadline"}
 
@@ -201,12 +197,8 @@ async def _classify(request: Request, service: Service, record: dict[str, Any]) 
     try:
         info = check_image(body, server.max_pixels)
         record["image"] = f"{info.width}x{info.height}"
-    except UnsupportedFormat as exc:
-        raise ApiError(415, exc.code, str(exc)) from None
-    except TooManyPixels as exc:
-        raise ApiError(413, exc.code, str(exc)) from None
     except ImageError as exc:
-        raise ApiError(400, exc.code, str(exc)) from None
+        raise ApiError(exc.status, exc.code, str(exc)) from None
     try:
         pending = service.submit(body, top_k, timeout_ms)
         completed = await wait_for_answer(request, service, pending)
@@ -223,8 +215,8 @@ async def _classify(request: Request, service: Service, record: dict[str, Any]) 
     )
     service.metrics.queue_duration.observe(completed.queue_ms / 1e3)
     if isinstance(completed.outcome, ItemError):
-        status = _ITEM_STATUS.get(completed.outcome.code, 400)
-        raise ApiError(status, completed.outcome.code, completed.outcome.message)
+        error = completed.outcome
+        raise ApiError(error.status, error.code, error.message)
     return JSONResponse(
         service.answer(completed), headers={"Server-Timing": server_timing(completed)}
     )

@@ -35,11 +35,13 @@ class Prediction:
 class ItemError:
     """One image of a batch that could not be classified; the rest of the batch is unaffected.
 
-    ``code`` is the API error code (``bad_image`` ...), ``message`` says what was wrong.
+    ``code`` is the API error code (``bad_image`` ...), ``message`` says what was wrong,
+    ``status`` is the HTTP status to answer (as :class:`gre.imaging.ImageError`'s).
     """
 
     code: str
     message: str
+    status: int = 400
 
 
 Outcome = Prediction | ItemError
@@ -114,7 +116,7 @@ class Classifier:
         try:
             return self.preprocessor(decode_bgr(image))
         except ImageError as exc:
-            return ItemError(exc.code, str(exc))
+            return ItemError(exc.code, str(exc), exc.status)
         except Exception as exc:  # a decoder bug must cost this image, never its batch
             log.exception("decoding or preprocessing an image raised")
             return ItemError("bad_image", f"the image could not be decoded ({type(exc).__name__})")

@@ -74,15 +74,18 @@ _UNSUPPORTED_MAGIC = (
 
 
 class ImageError(ValueError):
-    """An image gre cannot classify; ``code`` is the API error code (``bad_image`` ...)."""
+    """An image gre cannot classify; ``code`` is the API error code (``bad_image`` ...) and
+    ``status`` its HTTP status (README's errors table)."""
 
     code = "bad_image"
+    status = 400
 
 
 class UnsupportedFormat(ImageError):
     """A recognised image format that gre does not decode (GIF, TIFF, SVG ...)."""
 
     code = "unsupported_format"
+    status = 415
 
 
 class TooManyPixels(ImageError):
@@ -90,6 +93,7 @@ class TooManyPixels(ImageError):
     (decompression-bomb guard)."""
 
     code = "too_large"
+    status = 413
 
 
 class TooManyScans(TooManyPixels):

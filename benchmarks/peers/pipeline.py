@@ -15,7 +15,7 @@ from typing import Any
 
 from gre.classifier import ItemError
 from gre.config import load_config
-from gre.imaging import ImageError, TooManyPixels, UnsupportedFormat, check_image
+from gre.imaging import ImageError, check_image
 from gre.labels import answer
 from gre.offline import build_classifier
 from gre.service import load_model
@@ -89,16 +89,12 @@ class Pipeline:
             raise Refused(413, "too_large", f"the body exceeds the limit of {limit} bytes")
         try:
             check_image(body, self.config.server.max_pixels)
-        except UnsupportedFormat as exc:
-            raise Refused(415, exc.code, str(exc)) from None
-        except TooManyPixels as exc:
-            raise Refused(413, exc.code, str(exc)) from None
         except ImageError as exc:
-            raise Refused(400, exc.code, str(exc)) from None
+            raise Refused(exc.status, exc.code, str(exc)) from None
 
     def classify(self, images: Sequence[bytes], top_ks: Sequence[int]) -> list[Reply]:
         """Decode, preprocess and run ``images`` as one batch (one forward); per image its
-        answer, or a 400 for an image that does not decode.
+        answer, or its error (``ItemError.status``: 400 for an image that does not decode).
 
         Raises:
             gre.engines.EngineError: the forward failed.
@@ -107,7 +103,7 @@ class Pipeline:
         with self._count_lock:
             self.batches_by_size[len(images)] += 1
         return [
-            Reply(400, {"error": o.code, "message": o.message})
+            Reply(o.status, {"error": o.code, "message": o.message})
             if isinstance(o, ItemError)
             else Reply(200, answer(o, self.labels))
             for o in result.outcomes
