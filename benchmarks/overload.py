@@ -28,7 +28,6 @@ import json
 import re
 import resource
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -40,7 +39,8 @@ import uvloop
 
 from benchmarks.httpclient import Connection, Target, build_request, fetch
 from benchmarks.rss import rss_table, service_rss
-from tests.support import distinct_jpegs, running_server
+from benchmarks.servers import gre_for_script
+from tests.support import distinct_jpegs
 
 #: 503s must be answered within this (ms, p99).
 REJECT_TARGET_MS = 50.0
@@ -304,12 +304,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10, help="distinct photos sent")
     parser.add_argument("--set", dest="settings", action="append", default=[])
     args = parser.parse_args()
-    flags = [x for s in ["access_log=false", *args.settings] for x in ("--set", s)]
-    if args.config:
-        flags += ["--config", str(args.config)]
-    with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp), *flags) as server:
-        target = Target.parse(f"{server.url}/api/classify")
-        ok = uvloop.run(measure(target, server.process.pid, args))
+    with gre_for_script(args.config, args.settings) as (target, front_end_pid):
+        ok = uvloop.run(measure(target, front_end_pid, args))
     sys.exit(0 if ok else 1)
 
 

@@ -7,8 +7,6 @@ Each is a context manager that starts a process on 127.0.0.1, yields its base UR
 from __future__ import annotations
 
 import importlib
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,19 +18,15 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from benchmarks.httpclient import Target
 from benchmarks.machine import GRE_PACKAGES, package_versions
+from tests.support import free_port, stop
+from tests.support import running_server as running_gre_server
 
 ROOT = Path(__file__).resolve().parent.parent
 #: gre's settings for benchmarks unless told otherwise: one JSON log line per request is an
 #: operations feature whose cost (~30 us) the peers do not pay.
 GRE_BENCH_SETTINGS = ("access_log=false",)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def answers(url: str) -> bool:
@@ -71,13 +65,7 @@ def serving(
             time.sleep(0.1)
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
 
 
 def log_path(name: str, port: int) -> Path:
@@ -106,6 +94,18 @@ def running_gre(
     base = f"http://127.0.0.1:{port}"
     with serving(command, f"{base}/readyz", log_path(f"gre-{engine}", port)):
         yield base
+
+
+@contextmanager
+def gre_for_script(config: Path | None, settings: Sequence[str]) -> Iterator[tuple[Target, int]]:
+    """gre serving ``config`` (default: the embedded model) with its access log off and
+    ``settings`` (``KEY=VALUE``); yields its ``/api/classify`` target and the front end's pid
+    (for RSS), as the overload and soak scripts need."""
+    flags = [x for s in [*GRE_BENCH_SETTINGS, *settings] for x in ("--set", s)]
+    if config:
+        flags += ["--config", str(config)]
+    with tempfile.TemporaryDirectory() as tmp, running_gre_server(Path(tmp), *flags) as server:
+        yield Target.parse(f"{server.url}/api/classify"), server.process.pid
 
 
 @contextmanager

@@ -29,7 +29,6 @@ import asyncio
 import random
 import struct
 import sys
-import tempfile
 import time
 import zlib
 from collections import Counter
@@ -43,8 +42,9 @@ import uvloop
 
 from benchmarks.httpclient import Connection, Target, fetch
 from benchmarks.rss import MIB, rss_table, service_rss
+from benchmarks.servers import gre_for_script
 from gre.config import load_config
-from tests.support import distinct_jpegs, photo_paths, running_server
+from tests.support import distinct_jpegs, photo_paths
 
 #: The most each process's RSS may grow from after the warm-up to the end.
 RSS_TARGET_BYTES = 50 * 1000 * 1000
@@ -322,12 +322,8 @@ def main() -> None:
     parser.add_argument("--valid-share", type=float, default=0.04)
     parser.add_argument("--set", dest="settings", action="append", default=[])
     args = parser.parse_args()
-    flags = [x for s in ["access_log=false", *args.settings] for x in ("--set", s)]
-    if args.config:
-        flags += ["--config", str(args.config)]
-    with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp), *flags) as server:
-        target = Target.parse(f"{server.url}/api/classify")
-        ok = uvloop.run(soak(target, server.process.pid, args))
+    with gre_for_script(args.config, args.settings) as (target, front_end_pid):
+        ok = uvloop.run(soak(target, front_end_pid, args))
     sys.exit(0 if ok else 1)
 
 
