@@ -3,7 +3,7 @@
     python -m benchmarks.engines [--models open_nsfw squeezenet_v1.1] [--batches 1 8 32]
                                  [--seconds 5] [--threads N]
 
-For each model and batch size, both engines (gre.engines.load_engine, as a replica loads them)
+For each model and batch size, both engines (gre.model.engines.load_engine, as a replica loads them)
 are warmed up with two forwards each, then timed with forwards alternating between them for
 ``--seconds`` seconds (at least 3 each), so that both see the same machine; images/s is the
 batch size over the median forward time (the best forward's figure in brackets). The batch is
@@ -27,11 +27,11 @@ import numpy as np
 import numpy.typing as npt
 
 from gre.config import PreprocessConfig, resolve_path
-from gre.device import Device
-from gre.engines import Engine, caffe_importable, load_engine
-from gre.imaging import decode_bgr
-from gre.preprocess import Preprocessor
-from gre.prototxt import read_net_spec
+from gre.messages import Device
+from gre.model.engines import Engine, caffe_importable, load_engine
+from gre.model.imaging import decode_bgr
+from gre.model.preprocess import Preprocessor
+from gre.model.prototxt import read_net_spec
 from tests.support import SHARED
 from tests.zoo import ZOO_MODELS, zoo_weights
 

@@ -32,7 +32,7 @@ def _first(path: str, prefix: str) -> str | None:
 def gpus() -> list[str]:
     """GPU names NVML finds, e.g. ``["NVIDIA H100 80GB HBM3"]`` (empty without one)."""
     try:
-        from gre.gpus import discover_gpus
+        from gre.replicas.gpus import discover_gpus
     except ImportError:
         return []
     found, _ = discover_gpus()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from gre.config import Config, load_config
 from gre.offline import build_classifier
-from gre.replica import Replica
+from gre.replicas.replica import Replica
 from gre.service import Service
 from tests.support import SHARED, running_server
 
@@ -43,10 +43,9 @@ async def drive(replica: Replica, batch: list[bytes], end: float) -> int:
 
 async def in_process_limit(config: Config, image: bytes, seconds: float) -> tuple[int, float]:
     """Best (batch size, images/s) with every replica fed back-to-back batches, no HTTP."""
-    service = Service(config)
-    await service.start()
-    await service.scheduler.close()  # drive the replicas directly, not through the queue
-    replicas = [slot.replica for slot in service.pool.slots if slot.replica is not None]
+    # The service's own replicas, driven directly rather than through its queue.
+    replicas = [Replica(spec) for spec in Service(config).specs]
+    await asyncio.gather(*(r.start(config.replicas.start_timeout_s) for r in replicas))
     best = (0, 0.0)
     try:
         for size in BATCH_SIZES:
@@ -62,7 +61,7 @@ async def in_process_limit(config: Config, image: bytes, seconds: float) -> tupl
             if rate > best[1]:
                 best = (size, rate)
     finally:
-        await service.stop()
+        await asyncio.gather(*(r.stop() for r in replicas))
     return best
 
 

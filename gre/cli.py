@@ -76,8 +76,8 @@ def serve(
     settings: tuple[str, ...],
 ) -> None:
     """Serve POST /api/classify until SIGTERM or Ctrl-C (then drain and exit 0)."""
+    from gre.http.server import run
     from gre.logs import configure_logging
-    from gre.server import run
     from gre.service import StartupError
 
     config = build_config(

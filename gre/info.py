@@ -6,15 +6,16 @@ from dataclasses import asdict
 from typing import Any
 
 from gre.config import Config
-from gre.plan import discover_and_plan
-from gre.service import load_model
+from gre.model.loader import load_model
+from gre.replicas.plan import discover_and_plan
 
 
 def describe(config: Config) -> dict[str, Any]:
     """Facts for ``gre info`` as a JSON-ready dict.
 
     Raises:
-        gre.service.StartupError, gre.plan.PlanError: the model or the device plan is unusable.
+        gre.model.loader.ModelError, gre.replicas.plan.PlanError: the model or the device
+            plan is unusable.
     """
     model = load_model(config)
     gpus, problem, plans = discover_and_plan(config.replicas, model.engine)

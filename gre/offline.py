@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gre.classifier import Classifier, ItemError, Prediction
 from gre.config import Config
-from gre.device import Device
-from gre.engines import EngineError, load_engine
-from gre.imaging import ImageError, check_image
-from gre.labels import answer
-from gre.service import Model, StartupError, load_model
+from gre.messages import Device, ItemError, Prediction
+from gre.model.classifier import Classifier
+from gre.model.engines import EngineError, load_engine
+from gre.model.imaging import ImageError, check_image
+from gre.model.labels import answer
+from gre.model.loader import Model, ModelError, load_model
+from gre.service import StartupError
 
 
 def build_classifier(config: Config, model: Model | None = None) -> Classifier:
@@ -22,8 +23,8 @@ def build_classifier(config: Config, model: Model | None = None) -> Classifier:
     Raises:
         StartupError: the model or engine cannot be loaded.
     """
-    model = model or load_model(config)
     try:
+        model = model or load_model(config)
         engine = load_engine(
             model.engine,
             config.model.deploy,
@@ -33,7 +34,7 @@ def build_classifier(config: Config, model: Model | None = None) -> Classifier:
             config.model.output_blob,
             len(model.labels or ()) or 1000,
         )
-    except EngineError as exc:
+    except (ModelError, EngineError) as exc:
         raise StartupError(str(exc)) from exc
     return Classifier(
         engine, model.preprocessor, config.model.apply_softmax, config.replicas.decode_threads
@@ -51,7 +52,10 @@ def classify_files(
     Raises:
         StartupError: the model or engine cannot be loaded.
     """
-    model = load_model(config)
+    try:
+        model = load_model(config)
+    except ModelError as exc:
+        raise StartupError(str(exc)) from exc
     classifier = build_classifier(config, model)
     labels = model.labels
     answers: dict[str, Any] = {}

@@ -20,8 +20,8 @@ import numpy.typing as npt
 import pytest
 
 from gre.config import PreprocessConfig
-from gre.imaging import sniff_format
-from gre.meanfile import _BlobProto
+from gre.model.imaging import sniff_format
+from gre.model.meanfile import _BlobProto
 
 Array = npt.NDArray[np.float32]
 
@@ -56,7 +56,7 @@ def load_image(source: Path | bytes) -> Array:
 
 def write_binaryproto(mean: npt.NDArray[Any], path: Path) -> Path:
     """Write a ``(C, H, W)`` mean as Caffe's compute_image_mean does: a BlobProto with the
-    legacy 4-D shape ``(1, C, H, W)`` and float data (gre.meanfile's schema)."""
+    legacy 4-D shape ``(1, C, H, W)`` and float data (gre.model.meanfile's schema)."""
     blob = _BlobProto()
     blob.num, (blob.channels, blob.height, blob.width) = 1, mean.shape
     blob.data.extend(np.asarray(mean, dtype=np.float32).ravel().tolist())

@@ -2,11 +2,11 @@ import asyncio
 
 import pytest
 
-from gre.admission import WaitEstimate
-from gre.batchqueue import DeadlineExceeded, QueueFull
+from gre.batching.admission import WaitEstimate
+from gre.batching.errors import DeadlineExceeded, QueueFull
+from gre.batching.scheduler import Scheduler
 from gre.config import BatchingConfig
-from gre.scheduler import Scheduler
-from tests.fakes import FakeWorker
+from tests.fakes import FakeWorker, dispatch, stop_dispatch
 
 
 def test_nothing_known_nothing_refused() -> None:
@@ -38,7 +38,7 @@ async def burst(scheduler: Scheduler, count: int, timeout_ms: float) -> tuple[in
     accepted, refused = [], 0
     for i in range(count):
         try:
-            accepted.append(scheduler.submit(bytes([i % 256]), 1, timeout_ms))
+            accepted.append(scheduler.submit(bytes([i % 256]), 1, scheduler.admit(timeout_ms)))
         except QueueFull:
             refused += 1
     results = await asyncio.gather(
@@ -50,21 +50,21 @@ async def burst(scheduler: Scheduler, count: int, timeout_ms: float) -> tuple[in
 
 async def test_a_burst_beyond_the_deadline_is_refused_up_front_not_timed_out() -> None:
     scheduler = Scheduler(BatchingConfig(max_batch_size=4, max_queue_size=1000))
-    scheduler.serve(FakeWorker(batch_s=0.05))
+    dispatch(scheduler, FakeWorker(batch_s=0.05))
     await scheduler.result(scheduler.submit(b"\x00", 1))  # one batch: the speed is known
     refused, answered, late = await burst(scheduler, 60, timeout_ms=400)
     # 60 requests need 15 batches (750 ms); what fits in 400 ms is admitted, no more.
     assert refused > 0
     assert answered >= 3  # at least what the estimate says fits in 400 ms
     assert late == 0
-    await scheduler.close()
+    await stop_dispatch(scheduler)
 
 
 async def test_an_empty_queue_admits_even_a_short_deadline() -> None:
     scheduler = Scheduler(BatchingConfig(max_batch_size=4))
-    scheduler.serve(FakeWorker(batch_s=0.05))
+    dispatch(scheduler, FakeWorker(batch_s=0.05))
     await scheduler.result(scheduler.submit(b"\x00", 1))
-    item = scheduler.submit(b"\x01", 1, timeout_ms=10)  # less than one batch: still tried
+    item = scheduler.submit(b"\x01", 1, scheduler.admit(10))  # less than one batch: still tried
     with pytest.raises(DeadlineExceeded):
         await scheduler.result(item)
-    await scheduler.close()
+    await stop_dispatch(scheduler)

@@ -17,8 +17,9 @@ import httpx
 import numpy as np
 import pytest
 
-from gre.classifier import Classifier, Prediction
 from gre.config import load_config
+from gre.messages import Prediction
+from gre.model.classifier import Classifier
 from gre.offline import build_classifier
 from tests.support import Server, distinct_jpegs, photo_paths, running_server, shared
 

@@ -2,11 +2,11 @@ import cv2
 import numpy as np
 import pytest
 
-from gre.classifier import Classifier, ItemError, Prediction
 from gre.config import PreprocessConfig
-from gre.device import Device
-from gre.engines.null import NullEngine
-from gre.preprocess import Blob, Preprocessor
+from gre.messages import Device, ItemError, Prediction
+from gre.model.classifier import Classifier
+from gre.model.engines.null import NullEngine
+from gre.model.preprocess import Blob, Preprocessor
 from tests.support import shared
 
 

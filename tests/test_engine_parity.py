@@ -18,14 +18,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from gre.classifier import Classifier, Prediction, softmax
 from gre.config import PreprocessConfig, load_config, resolve_path
-from gre.device import Device
-from gre.engines import load_engine
-from gre.imaging import decode_bgr
+from gre.messages import Device, Prediction
+from gre.model.classifier import Classifier, softmax
+from gre.model.engines import load_engine
+from gre.model.imaging import decode_bgr
+from gre.model.preprocess import Preprocessor
+from gre.model.prototxt import parse, read_net_spec
 from gre.offline import build_classifier
-from gre.preprocess import Preprocessor
-from gre.prototxt import parse, read_net_spec
 from tests.caffe_reference import require_caffe
 from tests.support import running_server, shared
 from tests.zoo import ZOO_MODELS, check_not_uniform, zoo_weights

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from gre.config import load_config
-from gre.engines.opencv import OpenCVEngine, power_of_two_chunks
+from gre.model.engines.opencv import OpenCVEngine, power_of_two_chunks
 from gre.offline import build_classifier
 from tests.support import distinct_jpegs
 

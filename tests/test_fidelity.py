@@ -18,8 +18,8 @@ import numpy.typing as npt
 import pytest
 
 from gre.config import PreprocessConfig
-from gre.imaging import decode_bgr
-from gre.preprocess import Preprocessor, caffe_resize
+from gre.model.imaging import decode_bgr
+from gre.model.preprocess import Preprocessor, caffe_resize
 from tests.caffe_reference import load_image, reference_blob, require_caffe, write_binaryproto
 from tests.support import distinct_jpegs, package_file, photo_paths, shared
 
@@ -253,7 +253,7 @@ DECODER_IMAGES: list[tuple[str, Callable[[], bytes]]] = [
 @pytest.mark.parametrize(("name", "image"), DECODER_IMAGES, ids=[n for n, _ in DECODER_IMAGES])
 def test_opencv_and_caffe_io_decode_the_same_pixels(name: str, image: Callable[[], bytes]) -> None:
     """caffe.io.load_image (scikit-image -> imageio -> Pillow's libjpeg-turbo / libpng) and
-    gre.imaging.decode_bgr (OpenCV's libjpeg-turbo / libpng) give identical pixels."""
+    gre.model.imaging.decode_bgr (OpenCV's libjpeg-turbo / libpng) give identical pixels."""
     data = image()
     theirs = load_image(data).astype(np.float64) * 255.0
     ours = decode_bgr(data)[:, :, ::-1].astype(np.float64)

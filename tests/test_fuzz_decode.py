@@ -1,9 +1,10 @@
 """Fuzz the path a body takes through gre, in-process: the front end's header check
-(:func:`gre.imaging.check_image`), a replica's decode (:func:`gre.imaging.decode_bgr`) and
-preprocessing (both resize methods), on real images mutated by Hypothesis.
+(:func:`gre.model.imaging.check_image`), a replica's decode
+(:func:`gre.model.imaging.decode_bgr`) and preprocessing (both resize methods), on real images
+mutated by Hypothesis.
 
 The invariant: an input blob of the net's shape, float32 and finite, or gre's
-:class:`~gre.imaging.ImageError` family (which the API answers with a 4xx); nothing else. And
+:class:`~gre.model.imaging.ImageError` family (which the API answers with a 4xx); nothing else. And
 an image that passes the header check decodes to exactly the pixel count its header declared,
 so ``max_pixels`` bounds what a decoder allocates.
 
@@ -32,8 +33,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from gre.config import PreprocessConfig, ServerConfig
-from gre.imaging import ImageError, check_image, decode_bgr
-from gre.preprocess import Preprocessor
+from gre.model.imaging import ImageError, check_image, decode_bgr
+from gre.model.preprocess import Preprocessor
 from tests.crafted import interlaced_png
 from tests.support import photo_paths, shared
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from gre.gpus import GpuInfo, discover_gpus, read_gpus
+from gre.replicas.gpus import GpuInfo, discover_gpus, read_gpus
 
 
 class StubNvml:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gre.imaging import (
+from gre.model.imaging import (
     MAX_JPEG_SCANS,
     MAX_JPEG_SEGMENTS,
     MAX_SIDE,

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gre.meanfile import MeanFileError, _BlobProto, blob_proto_to_array, load_mean
+from gre.model.meanfile import MeanFileError, _BlobProto, blob_proto_to_array, load_mean
 from tests.support import shared
 
 

@@ -24,9 +24,9 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.routing import Route
 
-from gre.app import create_app
 from gre.config import load_config
-from gre.openapi import openapi_document
+from gre.http.app import create_app
+from gre.http.openapi import openapi_document
 from gre.service import Service
 from tests.support import Server, running_server
 

@@ -22,10 +22,11 @@ import pytest
 from benchmarks.peers import PEER_NAMES, ensure_venv, peer_versions, running_peer
 from benchmarks.peers.launch import classifies, probe_image, processes_of
 from benchmarks.peers.venvs import MARKER, cache_dir
-from gre.classifier import Classifier, Prediction
 from gre.config import load_config
-from gre.imaging import check_image, decode_bgr
-from gre.labels import answer
+from gre.messages import Prediction
+from gre.model.classifier import Classifier
+from gre.model.imaging import check_image, decode_bgr
+from gre.model.labels import answer
 from gre.offline import build_classifier
 from tests.support import distinct_jpegs, free_port, shared
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 
 from gre.config import ReplicasConfig
-from gre.device import Device
-from gre.gpus import GpuInfo
-from gre.plan import PlanError, plan_replicas
+from gre.messages import Device
+from gre.replicas.gpus import GpuInfo
+from gre.replicas.plan import PlanError, plan_replicas
 
 GPUS = [GpuInfo(i, "GPU", f"GPU-{i}", 1 << 34, 1 << 33, "550") for i in range(4)]
 

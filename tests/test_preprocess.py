@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gre.config import ConfigError, PreprocessConfig, load_config
-from gre.preprocess import PreprocessConfigError, Preprocessor, caffe_resize, crop_offset
+from gre.model.preprocess import PreprocessConfigError, Preprocessor, caffe_resize, crop_offset
 from tests.support import shared
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from gre.prototxt import PrototxtError, net_spec, parse, read_net_spec
+from gre.model.prototxt import PrototxtError, net_spec, parse, read_net_spec
 from tests.support import shared
 
 ZOO = {

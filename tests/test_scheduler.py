@@ -2,11 +2,11 @@ import asyncio
 
 import pytest
 
-from gre.batchqueue import DeadlineExceeded, QueueFull
-from gre.classifier import Prediction
+from gre.batching.errors import DeadlineExceeded, QueueFull, ShuttingDown
+from gre.batching.scheduler import Completed, Scheduler
 from gre.config import BatchingConfig
-from gre.scheduler import Completed, Scheduler, ShuttingDown
-from tests.fakes import FakeWorker
+from gre.messages import Prediction
+from tests.fakes import FakeWorker, dispatch, stop_dispatch
 
 
 def image(i: int) -> bytes:
@@ -21,28 +21,28 @@ async def test_each_request_gets_its_own_answer_and_max_batch_size_holds() -> No
     scheduler = Scheduler(BatchingConfig(max_batch_size=4))
     worker = FakeWorker()
     items = [scheduler.submit(image(i), 1) for i in range(10)]  # queued before any dispatch
-    scheduler.serve(worker)
+    dispatch(scheduler, worker)
     results = await answers(scheduler, items)
     assert [r.outcome for r in results] == [Prediction((i,), (1.0,)) for i in range(10)]
     assert [len(b) for b in worker.batches] == [4, 4, 2]
     assert scheduler.batch_sizes == {4: 2, 2: 1}
-    await scheduler.close()
+    await stop_dispatch(scheduler)
 
 
 async def test_work_conserving_without_delay() -> None:
     scheduler = Scheduler(BatchingConfig(max_batch_size=8, max_queue_delay_ms=0))
     worker = FakeWorker()
-    scheduler.serve(worker)
+    dispatch(scheduler, worker)
     first = scheduler.submit(image(1), 1)
     await scheduler.result(first)
     assert worker.batches == [[image(1)]]  # dispatched alone: nothing else was waiting
-    await scheduler.close()
+    await stop_dispatch(scheduler)
 
 
 async def test_queue_delay_is_honoured() -> None:
     scheduler = Scheduler(BatchingConfig(max_batch_size=8, max_queue_delay_ms=150))
     worker = FakeWorker()
-    scheduler.serve(worker)
+    dispatch(scheduler, worker)
     first = scheduler.submit(image(1), 1)
     await asyncio.sleep(0.05)
     second = scheduler.submit(image(2), 1)
@@ -51,27 +51,27 @@ async def test_queue_delay_is_honoured() -> None:
     assert first.dispatched is not None
     assert first.dispatched - first.enqueued >= 0.15 - 1e-3
     assert done[0].queue_ms >= 150 - 1
-    await scheduler.close()
+    await stop_dispatch(scheduler)
 
 
 async def test_full_batch_does_not_wait_for_the_delay() -> None:
     scheduler = Scheduler(BatchingConfig(max_batch_size=3, max_queue_delay_ms=30_000))
     worker = FakeWorker()
-    scheduler.serve(worker)
+    dispatch(scheduler, worker)
     items = [scheduler.submit(image(i), 1) for i in range(3)]
     await asyncio.wait_for(answers(scheduler, items), timeout=10)  # far below the 30 s delay
     assert [len(b) for b in worker.batches] == [3]
-    await scheduler.close()
+    await stop_dispatch(scheduler)
 
 
 async def test_deadline_passed_while_queued_is_never_dispatched() -> None:
     gate = asyncio.Event()
     scheduler = Scheduler(BatchingConfig(max_batch_size=1))
     worker = FakeWorker(gate=gate)
-    scheduler.serve(worker)
+    dispatch(scheduler, worker)
     busy = scheduler.submit(image(1), 1)
     await worker.started.wait()  # the only replica is now busy
-    late = scheduler.submit(image(2), 1, timeout_ms=20)
+    late = scheduler.submit(image(2), 1, scheduler.admit(20))
     with pytest.raises(DeadlineExceeded, match="while queued"):
         await scheduler.result(late)
     gate.set()
@@ -79,14 +79,14 @@ async def test_deadline_passed_while_queued_is_never_dispatched() -> None:
     await asyncio.sleep(0.01)
     assert worker.batches == [[image(1)]]
     assert len(scheduler.queue) == 0
-    await scheduler.close()
+    await stop_dispatch(scheduler)
 
 
 async def test_header_timeout_only_lowers_the_deadline() -> None:
     scheduler = Scheduler(BatchingConfig(timeout_ms=100))
-    item = scheduler.submit(image(1), 1, timeout_ms=60_000)
+    item = scheduler.submit(image(1), 1, scheduler.admit(60_000))
     assert item.deadline - item.enqueued == pytest.approx(0.1)
-    await scheduler.close()
+    await stop_dispatch(scheduler)
 
 
 async def test_bound_refuses_beyond_max_queue_size() -> None:
@@ -95,14 +95,14 @@ async def test_bound_refuses_beyond_max_queue_size() -> None:
     scheduler.submit(image(2), 1)
     with pytest.raises(QueueFull):
         scheduler.submit(image(3), 1)
-    await scheduler.close()
+    await stop_dispatch(scheduler)
 
 
 async def test_disconnected_request_is_dropped() -> None:
     gate = asyncio.Event()
     scheduler = Scheduler(BatchingConfig(max_batch_size=4))
     worker = FakeWorker(gate=gate)
-    scheduler.serve(worker)
+    dispatch(scheduler, worker)
     busy = scheduler.submit(image(1), 1)
     await worker.started.wait()
     gone = scheduler.submit(image(2), 1)
@@ -112,7 +112,7 @@ async def test_disconnected_request_is_dropped() -> None:
     gate.set()
     await answers(scheduler, [busy, kept])
     assert worker.batches == [[image(1)], [image(3)]]
-    await scheduler.close()
+    await stop_dispatch(scheduler)
 
 
 async def test_several_workers_share_one_queue() -> None:
@@ -120,21 +120,21 @@ async def test_several_workers_share_one_queue() -> None:
     workers = [FakeWorker("a"), FakeWorker("b")]
     items = [scheduler.submit(image(i), 1) for i in range(8)]
     for worker in workers:
-        scheduler.serve(worker)
+        dispatch(scheduler, worker)
     results = await answers(scheduler, items)
     assert [r.outcome.indices[0] for r in results] == list(range(8))  # type: ignore[union-attr]
     assert {r.replica for r in results} == {"a", "b"}
-    await scheduler.close()
+    await stop_dispatch(scheduler)
 
 
 async def test_drain_then_refuse() -> None:
     scheduler = Scheduler(BatchingConfig())
     worker = FakeWorker()
-    scheduler.serve(worker)
+    dispatch(scheduler, worker)
     item = scheduler.submit(image(5), 1)
     scheduler.close_intake()
     with pytest.raises(ShuttingDown):
         scheduler.submit(image(6), 1)
-    assert await scheduler.drain(5)
+    assert await scheduler.wait_idle(5)
     assert (await scheduler.result(item)).outcome == Prediction((5,), (1.0,))
-    await scheduler.close()
+    await stop_dispatch(scheduler)

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from gre.config import ConfigError, load_config
-from gre.protocol import LimitedHttpProtocol
-from gre.server import SPARE_FILES, build_server
+from gre.http.protocol import LimitedHttpProtocol
+from gre.http.server import SPARE_FILES, build_server
 
 
 def test_limit_keys_from_the_environment_reach_uvicorn_and_the_protocol() -> None:
@@ -48,7 +48,7 @@ def test_open_file_limit_is_raised_to_fit_max_connections() -> None:
     # In a child process: the limit is process-wide.
     script = (
         "import resource\n"
-        "from gre.server import raise_open_file_limit\n"
+        "from gre.http.server import raise_open_file_limit\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (100, hard))\n"
         "raise_open_file_limit(1000)\n"

@@ -2,7 +2,7 @@
 
 Every peer server wraps one :class:`Pipeline`, so that the only difference between the peers
 and gre is the serving framework around it: how requests are received, queued, batched and
-answered. Answers have gre's shape (``gre.labels.answer``) and gre's error codes.
+answered. Answers have gre's shape (``gre.model.labels.answer``) and gre's error codes.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gre.classifier import ItemError
 from gre.config import load_config
-from gre.imaging import ImageError, check_image
-from gre.labels import answer
+from gre.http.errors import ErrorCode
+from gre.messages import ItemError
+from gre.model.imaging import ImageError, check_image
+from gre.model.labels import answer
+from gre.model.loader import load_model
 from gre.offline import build_classifier
-from gre.service import load_model
 
 
 @dataclass(frozen=True)
@@ -90,20 +91,20 @@ class Pipeline:
         try:
             check_image(body, self.config.server.max_pixels)
         except ImageError as exc:
-            raise Refused(exc.status, exc.code, str(exc)) from None
+            raise Refused(ErrorCode(exc.code).status, exc.code, str(exc)) from None
 
     def classify(self, images: Sequence[bytes], top_ks: Sequence[int]) -> list[Reply]:
         """Decode, preprocess and run ``images`` as one batch (one forward); per image its
-        answer, or its error (``ItemError.status``: 400 for an image that does not decode).
+        answer, or its error (status from the catalogue: 400 for an image that does not decode).
 
         Raises:
-            gre.engines.EngineError: the forward failed.
+            gre.model.engines.EngineError: the forward failed.
         """
         result = self.classifier.classify(images, top_ks)
         with self._count_lock:
             self.batches_by_size[len(images)] += 1
         return [
-            Reply(o.status, {"error": o.code, "message": o.message})
+            Reply(ErrorCode(o.code).status, {"error": o.code, "message": o.message})
             if isinstance(o, ItemError)
             else Reply(200, answer(o, self.labels))
             for o in result.outcomes

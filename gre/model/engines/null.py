@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gre.device import Device
-from gre.engines import Batch, Output
+from gre.messages import Device
+from gre.model.engines import Batch, Output
 
 
 class NullEngine:

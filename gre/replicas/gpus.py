@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("gre.gpus")
+log = logging.getLogger("gre.replicas.gpus")
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from gre.device import Device
-from gre.engines import Batch, EngineError, Output
+from gre.messages import Device
+from gre.model.engines import Batch, EngineError, Output
 
 
 def caffe_has_cuda() -> bool:

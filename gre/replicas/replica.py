@@ -10,10 +10,17 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from gre import wire
-from gre.classifier import BatchResult
-from gre.scheduler import WorkerLost
-from gre.worker import BatchFailed, Failed, Ready, ReplicaSpec
+from gre.batching.errors import ReplicaBatchError, ReplicaLost, ReplicaStartError
+from gre.messages import (
+    BatchFailed,
+    BatchRequest,
+    BatchResult,
+    Ready,
+    ReplicaSpec,
+    StartFailed,
+    Stop,
+)
+from gre.replicas import wire
 
 #: Where a replica's stdout and stderr go: one JSON log record per line.
 replica_log = logging.getLogger("gre.replica")
@@ -40,14 +47,6 @@ async def log_lines(stream: asyncio.StreamReader, replica: str) -> None:
         text = line.decode(errors="replace").rstrip()
         if text:
             replica_log.warning(text, extra={"replica": replica, "stream": "output"})
-
-
-class ReplicaError(RuntimeError):
-    """A replica failed: it could not start, died, or its forward pass raised."""
-
-
-class ReplicaDied(ReplicaError, WorkerLost):
-    """The replica process is gone (killed, crashed) or its connection broke."""
 
 
 def replica_environment(spec: ReplicaSpec) -> dict[str, str]:
@@ -84,16 +83,17 @@ class Replica:
         """Spawn the process and wait until its net is loaded and warmed up.
 
         Raises:
-            ReplicaError: it reported a failure, exited, or was not ready in ``timeout_s``.
+            ReplicaStartError: it reported a failure, exited, or was not ready in
+                ``timeout_s``.
         """
         ours, theirs = socket.socketpair()
         try:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-c",
-                # Not `-m gre.worker`: that would make the module __main__, and the messages
-                # it pickles would name classes the front end cannot find.
-                "from gre.worker import main; main()",
+                # Not `-m gre.replicas.worker`: that would make it __main__, and its
+                # pickles would name classes the front end cannot find.
+                "from gre.replicas.worker import main; main()",
                 str(theirs.fileno()),
                 pass_fds=[theirs.fileno()],
                 env=replica_environment(self.spec),
@@ -112,13 +112,15 @@ class Replica:
             reply = await asyncio.wait_for(wire.read(self._reader), timeout_s)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             await self.kill()
-            raise ReplicaError(f"replica {self.name} exited while starting") from exc
+            raise ReplicaStartError(f"replica {self.name} exited while starting") from exc
         except TimeoutError as exc:
             await self.kill()
-            raise ReplicaError(f"replica {self.name} not ready after {timeout_s:.0f} s") from exc
-        if isinstance(reply, Failed):
+            raise ReplicaStartError(
+                f"replica {self.name} not ready after {timeout_s:.0f} s"
+            ) from exc
+        if isinstance(reply, StartFailed):
             await self.kill()
-            raise ReplicaError(f"replica {self.name} failed to start: {reply.message}")
+            raise ReplicaStartError(f"replica {self.name} failed to start: {reply.message}")
         ready: Ready = reply
         return ready
 
@@ -126,17 +128,18 @@ class Replica:
         """Classify one batch of encoded images in the replica.
 
         Raises:
-            ReplicaError: the replica died (connection lost) or its forward pass raised.
+            ReplicaLost: the replica died (connection lost).
+            ReplicaBatchError: its forward pass raised.
         """
         if self._reader is None or self._writer is None:
-            raise ReplicaDied(f"replica {self.name} is not running")
+            raise ReplicaLost(f"replica {self.name} is not running")
         try:
-            self._writer.write(wire.pack((list(images), list(top_ks))))
+            self._writer.write(wire.pack(BatchRequest(tuple(images), tuple(top_ks))))
             reply = await wire.read(self._reader)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise ReplicaDied(f"replica {self.name} (pid {self.pid}) died") from exc
+            raise ReplicaLost(f"replica {self.name} (pid {self.pid}) died") from exc
         if isinstance(reply, BatchFailed):
-            raise ReplicaError(f"replica {self.name}: {reply.message}")
+            raise ReplicaBatchError(f"replica {self.name}: {reply.message}")
         result: BatchResult = reply
         return result
 
@@ -149,7 +152,7 @@ class Replica:
             return None
         if self._writer is not None and not self._writer.is_closing():
             with contextlib.suppress(ConnectionError):
-                self._writer.write(wire.pack(None))
+                self._writer.write(wire.pack(Stop()))
                 self._writer.close()
         try:
             status = await asyncio.wait_for(self._process.wait(), timeout_s)
@@ -171,14 +174,11 @@ class Replica:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._output), 1.0)
 
-    async def kill_if_started(self) -> None:
-        """:meth:`kill`, if the process was ever spawned."""
-        if self._process is not None:
-            await self.kill()
-
-    async def kill(self) -> int:
-        """Kill the process (SIGKILL) and reap it; returns its exit status."""
-        assert self._process is not None
+    async def kill(self) -> int | None:
+        """Kill the process (SIGKILL) and reap it; returns its exit status (``None`` if it was
+        never started)."""
+        if self._process is None:
+            return None
         if self._writer is not None:
             self._writer.close()
         if self._process.returncode is None:

@@ -10,7 +10,7 @@ buffers a request head of any size. This protocol adds, per connection:
   ``header_timeout_s`` of the connection opening or, on a kept-alive connection, of the next
   request's first byte; else 408.
 - a **body deadline**: the whole body must arrive within ``body_timeout_s`` of the head; else
-  408. Bodies are read before a request is queued (``gre.app.read_body``), so a slow body
+  408. Bodies are read before a request is queued (``gre.http.app.read_body``), so a slow body
   never holds a queue slot or a replica.
 - a **head size limit**: a head longer than ``max_header_bytes`` gets 431.
 - a **connection limit**: beyond ``max_connections`` open connections, a new one closes a
@@ -29,19 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import http
-import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gre.errors import error_response
-
-#: Seconds a client should wait before retrying a 503 (as gre.app's).
-RETRY_AFTER_S = 1
+from gre.http.errors import ErrorCode, error_body, error_response, new_request_id
 
 
 def _ignore(reason: str) -> None:
@@ -57,7 +52,7 @@ class Limits:
         body_timeout_s: the whole body must arrive within this after the head, s.
         max_header_bytes: longest request head (request line + headers), bytes.
         max_connections: open connections beyond which idle ones are closed.
-        on_reject: called with the error code of each refusal made here.
+        on_reject: called with the ``gre_rejected_total`` reason of each refusal made here.
     """
 
     header_timeout_s: float = 10.0
@@ -131,7 +126,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if not self._refused:
             super().on_headers_complete()
             return
-        self.limits.on_reject("too_many_connections")
+        self._reject(ErrorCode.TOO_MANY_CONNECTIONS)
         app, self.app = self.app, _too_many_connections
         try:
             super().on_headers_complete()
@@ -158,14 +153,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         # httptools could not parse the request: gre's JSON instead of uvicorn's plain text.
-        self.limits.on_reject("bad_request")
+        self._reject(ErrorCode.BAD_REQUEST)
         self._deaf = True
-        self._write_error(400, "bad_request", f"malformed HTTP request ({msg.rstrip('.')})")
+        self._write_error(ErrorCode.BAD_REQUEST, f"malformed HTTP request ({msg.rstrip('.')})")
         self.transport.close()
 
     def _head_too_large(self) -> None:
         limit = self.limits.max_header_bytes
-        self._cut_off(431, "headers_too_large", f"the request head exceeds {limit} bytes")
+        self._cut_off(ErrorCode.HEADERS_TOO_LARGE, f"the request head exceeds {limit} bytes")
 
     def _arm(self, part: Literal["head", "body"]) -> None:
         self._disarm()
@@ -180,14 +175,18 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def _timed_out(self, part: str, timeout: float) -> None:
         self._deadline = None
         what = "request head (request line and headers)" if part == "head" else "request body"
-        self._cut_off(408, "request_timeout", f"the {what} did not arrive within {timeout:g} s")
+        self._cut_off(ErrorCode.REQUEST_TIMEOUT, f"the {what} did not arrive within {timeout:g} s")
 
-    def _cut_off(self, status: int, code: str, message: str) -> None:
-        """Stop reading from this client; answer ``status`` where an answer can still be sent,
+    def _reject(self, code: ErrorCode) -> None:
+        if code.reason is not None:
+            self.limits.on_reject(code.reason)
+
+    def _cut_off(self, code: ErrorCode, message: str) -> None:
+        """Stop reading from this client; answer ``code`` where an answer can still be sent,
         and close."""
         if self._deaf or self.transport.is_closing():
             return
-        self.limits.on_reject(code)
+        self._reject(code)
         self._deaf = True
         self._disarm()
         cycle = self.cycle
@@ -205,20 +204,23 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # body trickling on), nor a connection that sent nothing and so asked nothing.
         began = self._head_bytes > 0 or self._head_size > 0
         if answering or (not self._in_body and began):
-            self._write_error(status, code, message)
+            self._write_error(code, message)
         self.transport.close()
 
-    def _write_error(self, status: int, code: str, message: str) -> None:
-        body = json.dumps({"error": code, "message": message}, separators=(",", ":")).encode()
+    def _write_error(self, code: ErrorCode, message: str) -> None:
+        """Write ``code``'s answer straight to the transport (no application is running),
+        with ``Connection: close``: the connection closes after it."""
+        body = error_body(code, message)
+        extra = {**code.headers, "Connection": "close"}
         headers = [
             *self.server_state.default_headers,
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-            (b"x-request-id", uuid.uuid4().hex.encode()),  # every answer has one (README)
+            *((name.lower().encode(), value.encode()) for name, value in extra.items()),
+            (b"x-request-id", new_request_id().encode()),  # every answer has one (README)
         ]
-        phrase = http.HTTPStatus(status).phrase
-        lines = [f"HTTP/1.1 {status} {phrase}\r\n".encode()]
+        phrase = http.HTTPStatus(code.status).phrase
+        lines = [f"HTTP/1.1 {code.status} {phrase}\r\n".encode()]
         lines += [name + b": " + value + b"\r\n" for name, value in headers]
         self.transport.write(b"".join([*lines, b"\r\n", body]))
 
@@ -237,21 +239,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         return (cycle is None or cycle.response_complete) and not self.transport.is_closing()
 
 
-async def _too_many_connections(
-    scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-) -> None:
+async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
     """The answer on a connection opened beyond ``max_connections`` with none to spare."""
     response = error_response(
-        503,
-        "too_many_connections",
+        ErrorCode.TOO_MANY_CONNECTIONS,
         "every connection is busy with a request; retry shortly",
-        {
-            "Retry-After": str(RETRY_AFTER_S),
-            "Connection": "close",
-            "X-Request-Id": uuid.uuid4().hex,
-        },
+        {"X-Request-Id": new_request_id()},
     )
-    await response(scope, receive, send)  # type: ignore[arg-type]
+    await response(scope, receive, send)
 
 
 def limited_protocol(limits: Limits) -> type[LimitedHttpProtocol]:

@@ -1,11 +1,11 @@
 """The replica process: loads the net on its device and classifies batches until told to stop.
 
-Started by :class:`gre.replica.Replica` as ``python -c "from gre.worker import main; main()" FD``
-with FD one end of a
-socketpair. The first message it receives is its :class:`ReplicaSpec`; it answers
-:class:`Ready` (after a warm-up forward) or :class:`Failed`, then one :class:`BatchResult` or
-:class:`BatchFailed` per batch of encoded images. End of input (the front end went away) or
-``None`` stops it.
+Started by :class:`gre.replicas.replica.Replica` as
+``python -c "from gre.replicas.worker import main; main()" FD`` with FD one end of a
+socketpair, it speaks the messages of :mod:`gre.messages`: it receives its
+:class:`ReplicaSpec` and answers :class:`Ready` (after a warm-up forward) or
+:class:`StartFailed`, then one :class:`BatchResult` or :class:`BatchFailed` per
+:class:`BatchRequest`. End of input (the front end went away) or :class:`Stop` ends it.
 """
 
 from __future__ import annotations
@@ -15,68 +15,15 @@ import signal
 import socket
 import sys
 import traceback
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from gre import wire
-from gre.classifier import Classifier
-from gre.device import Device
-from gre.engines import EngineError, load_engine
-from gre.preprocess import Preprocessor
-
-
-@dataclass(frozen=True)
-class ReplicaSpec:
-    """Everything a replica process needs; picklable.
-
-    ``device`` is the device the front end planned (a GPU replica sees only that GPU, as
-    CUDA device 0); ``threads`` are compute threads for a CPU replica.
-    """
-
-    index: int
-    engine: str
-    deploy: Path
-    weights: Path
-    output_blob: str | None
-    apply_softmax: bool
-    num_classes: int
-    device: Device
-    threads: int
-    decode_threads: int
-    preprocessor: Preprocessor
-    #: The largest batch the scheduler will send (``batching.max_batch_size``).
-    max_batch_size: int = 1
-
-    @property
-    def name(self) -> str:
-        """``"<index>@<device>"``, e.g. ``"0@cpu"``: the replica's name in logs and metrics."""
-        return f"{self.index}@{self.device}"
-
-
-@dataclass(frozen=True)
-class Ready:
-    """The replica loaded its net and ran a warm-up batch."""
-
-    pid: int
-    engine: str
-    device: str
-    num_classes: int
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The replica could not start; ``message`` says why."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class BatchFailed:
-    """The forward pass failed for a whole batch; ``message`` says why."""
-
-    message: str
+from gre.config import PreprocessConfig
+from gre.messages import BatchFailed, BatchRequest, Device, Ready, ReplicaSpec, StartFailed
+from gre.model.classifier import Classifier
+from gre.model.engines import EngineError, load_engine
+from gre.model.preprocess import Preprocessor
+from gre.replicas import wire
 
 
 def warm_up(classifier: Classifier, max_batch_size: int) -> int:
@@ -105,12 +52,13 @@ def serve(sock: socket.socket) -> int:
             spec.output_blob,
             spec.num_classes,
         )
-        classifier = Classifier(engine, spec.preprocessor, spec.apply_softmax, spec.decode_threads)
+        preprocessor = Preprocessor.build(PreprocessConfig(**spec.preprocess), spec.input_shape)
+        classifier = Classifier(engine, preprocessor, spec.apply_softmax, spec.decode_threads)
         num_classes = warm_up(classifier, spec.max_batch_size)
     except Exception as exc:
         if not isinstance(exc, EngineError | ValueError | OSError):  # unforeseen: show where
             traceback.print_exc(file=sys.stderr)
-        wire.send(sock, Failed(f"{type(exc).__name__}: {exc}"))
+        wire.send(sock, StartFailed(f"{type(exc).__name__}: {exc}"))
         return 1
     wire.send(sock, Ready(os.getpid(), engine.name, engine.device, num_classes))
     while True:
@@ -118,11 +66,10 @@ def serve(sock: socket.socket) -> int:
             message = wire.recv(sock)
         except (EOFError, ConnectionError):
             return 0
-        if message is None:
+        if not isinstance(message, BatchRequest):  # Stop
             return 0
-        images, top_ks = message
         try:
-            wire.send(sock, classifier.classify(images, top_ks))
+            wire.send(sock, classifier.classify(message.images, message.top_ks))
         except Exception as exc:  # the engine failed on this batch; the replica lives on
             traceback.print_exc(file=sys.stderr)
             wire.send(sock, BatchFailed(f"{type(exc).__name__}: {exc}"))

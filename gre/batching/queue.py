@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class QueueFull(Exception):
-    """The queue holds ``max_queue_size`` requests already (HTTP 503)."""
-
-
-class DeadlineExceeded(Exception):
-    """The request's deadline passed before it was answered (HTTP 504)."""
-
+from gre.batching.errors import DeadlineExceeded, QueueFull
 
 _ids = itertools.count()
+
+
+class RequestState(enum.Enum):
+    """Where a request is, as vLLM's ``RequestStatus``: waiting in the queue, in a batch on a
+    replica, or answered (its future is done)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
 
 
 @dataclass(eq=False)
@@ -35,7 +38,7 @@ class Pending:
         enqueued: arrival time, event-loop clock (s).
         deadline: when it must be answered by, event-loop clock (s).
         future: resolved with the outcome, or an exception such as :class:`DeadlineExceeded`.
-        dispatched: when it was handed to a replica (s), ``None`` while queued.
+        dispatched: when it was last handed to a replica (s), ``None`` while queued.
     """
 
     image: bytes
@@ -47,6 +50,13 @@ class Pending:
     #: Times it was handed to a replica that then died (it is retried once elsewhere).
     attempts: int = 0
     id: int = field(default_factory=lambda: next(_ids))
+
+    @property
+    def state(self) -> RequestState:
+        """Finished once its future is done; running while handed to a replica; else queued."""
+        if self.future.done():
+            return RequestState.FINISHED
+        return RequestState.QUEUED if self.dispatched is None else RequestState.RUNNING
 
 
 class BatchQueue:
@@ -60,12 +70,24 @@ class BatchQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, item: Pending) -> None:
-        """Enqueue; raises :class:`QueueFull` at ``max_size``."""
+    def check_room(self) -> None:
+        """The one check of ``max_size``.
+
+        Raises:
+            QueueFull: ``max_size`` requests are waiting.
+        """
         if len(self._items) >= self.max_size:
             raise QueueFull(
                 f"{len(self._items)} requests are waiting; the limit is {self.max_size}"
             )
+
+    def put(self, item: Pending) -> None:
+        """Enqueue.
+
+        Raises:
+            QueueFull: as :meth:`check_room`.
+        """
+        self.check_room()
         self._items[item.id] = item
         self._arrival.set()
 
@@ -87,7 +109,7 @@ class BatchQueue:
             if not item.future.done():
                 item.future.set_exception(DeadlineExceeded("deadline passed while queued"))
 
-    def drain(self, exc: BaseException) -> None:
+    def fail_all(self, exc: BaseException) -> None:
         """Fail every queued request with ``exc`` and empty the queue."""
         for item in self._items.values():
             if not item.future.done():

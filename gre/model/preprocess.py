@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gre.config import PreprocessConfig
-from gre.meanfile import load_mean
+from gre.model.meanfile import load_mean
 
 Blob = npt.NDArray[np.float32]
 ResizeMethod = Literal["opencv", "caffe"]
@@ -67,7 +67,7 @@ class Preprocessor:
         Raises:
             PreprocessConfigError: sizes that cannot give the net input, or a mean of the wrong
                 shape for ``mean_mode``.
-            OSError, gre.meanfile.MeanFileError: the mean file cannot be read.
+            OSError, gre.model.meanfile.MeanFileError: the mean file cannot be read.
         """
         channels, height, width = input_shape
         if channels not in (1, 3):

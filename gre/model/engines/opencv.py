@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gre.device import Device
-from gre.engines import Batch, EngineError, Output
+from gre.messages import Device
+from gre.model.engines import Batch, EngineError, Output
 
 
 def opencv_has_cuda() -> bool:

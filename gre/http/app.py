@@ -8,7 +8,6 @@ import contextlib
 import logging
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,18 +18,25 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gre.batchqueue import DeadlineExceeded, Pending, QueueFull
-from gre.classifier import ItemError
-from gre.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
-from gre.imaging import ImageError, check_image
-from gre.openapi import openapi_document
-from gre.scheduler import BatchError, Completed, ShuttingDown
+from gre.batching.errors import DeadlineExceeded, QueueFull, ReplicaError, ShuttingDown
+from gre.batching.queue import Pending
+from gre.batching.scheduler import Completed
+from gre.http.errors import (
+    ApiError,
+    ErrorCode,
+    error_response,
+    handle_api_error,
+    handle_http_exception,
+    handle_unexpected,
+    internal_error,
+    new_request_id,
+)
+from gre.http.openapi import openapi_document
+from gre.messages import ItemError
+from gre.model.imaging import ImageError, check_image
 from gre.service import Service
 
 access_log = logging.getLogger("gre.access")
-
-#: Seconds a client should wait before retrying a 503.
-RETRY_AFTER_S = 1
 
 _DECIMAL = re.compile(r"[0-9]{1,9}")
 _MILLISECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
@@ -53,11 +59,11 @@ def parse_top_k(request: Request, service: Service) -> int:
         return min(default, classes) if classes else default
     # int() alone would also take "+2", " 2", "1_0" and non-ASCII digits.
     if not _DECIMAL.fullmatch(raw):
-        raise ApiError(422, "bad_top_k", f"top_k must be an integer, got {raw!r}")
+        raise ApiError(ErrorCode.BAD_TOP_K, f"top_k must be an integer, got {raw!r}")
     top_k = int(raw)
     if top_k < 1 or (classes is not None and top_k > classes):
         limit = f"1..{classes}" if classes else ">= 1"
-        raise ApiError(422, "bad_top_k", f"top_k must be in {limit}, got {top_k}")
+        raise ApiError(ErrorCode.BAD_TOP_K, f"top_k must be in {limit}, got {top_k}")
     return top_k
 
 
@@ -74,7 +80,7 @@ def parse_timeout(request: Request) -> float | None:
     timeout = float(raw) if _MILLISECONDS.fullmatch(raw) else 0.0
     if not timeout > 0 or timeout == float("inf"):
         raise ApiError(
-            400, "bad_timeout", f"X-Request-Timeout-Ms must be a positive number, got {raw!r}"
+            ErrorCode.BAD_TIMEOUT, f"X-Request-Timeout-Ms must be a positive number, got {raw!r}"
         )
     return timeout
 
@@ -84,13 +90,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     is read; a ``Content-Length`` over the limit is refused without reading anything."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "too_large", f"the body is {declared} bytes; the limit is {limit}")
+        raise ApiError(ErrorCode.TOO_LARGE, f"the body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "too_large", f"the body exceeds the limit of {limit} bytes")
+            raise ApiError(ErrorCode.TOO_LARGE, f"the body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -100,9 +106,9 @@ async def wait_for_answer(request: Request, service: Service, pending: Pending) 
 
     Raises:
         ClientGone: the client disconnected first.
-        DeadlineExceeded, BatchError, ShuttingDown: from the scheduler.
+        DeadlineExceeded, ReplicaError, ShuttingDown: from the scheduler.
     """
-    answer = asyncio.ensure_future(service.scheduler.result(pending))
+    answer = asyncio.ensure_future(service.result(pending))
     disconnect = asyncio.ensure_future(request.receive())
     try:
         while True:
@@ -110,7 +116,7 @@ async def wait_for_answer(request: Request, service: Service, pending: Pending) 
             if answer.done():
                 return answer.result()
             if disconnect.result()["type"] == "http.disconnect":
-                service.scheduler.cancel(pending)
+                service.cancel(pending)
                 raise ClientGone
             disconnect = asyncio.ensure_future(request.receive())
     finally:
@@ -127,57 +133,54 @@ def server_timing(completed: Completed) -> str:
     )
 
 
-#: ``gre_rejected_total`` reasons by error code, where they differ.
-_REJECT_REASONS = {"deadline_exceeded": "deadline"}
-
-
 async def classify(request: Request) -> Response:
     """``POST /api/classify``: the body is one encoded image; answers its top-k classes.
 
     Every answer carries ``X-Request-Id`` (the client's, or a new one), counts in the
-    metrics, and is logged as one JSON line (errors always, with their reason).
+    metrics, and is logged as one JSON line (errors always, with their reason). An unexpected
+    exception is answered 500 ``internal`` and logged with its traceback.
     """
     service: Service = request.app.state.service
     start = time.perf_counter()
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = request.headers.get("x-request-id") or new_request_id()
     record: dict[str, Any] = {"request_id": request_id}
-    status = 500
     try:
         response = await _classify(request, service, record)
-        status = response.status_code
-        response.headers["X-Request-Id"] = request_id
-        return response
     except ApiError as exc:
-        status = exc.status
-        record.update(error=exc.code, reason=exc.message)
-        service.metrics.rejected.labels(_REJECT_REASONS.get(exc.code, exc.code)).inc()
-        exc.headers["X-Request-Id"] = request_id
-        raise
-    finally:
-        elapsed = time.perf_counter() - start
-        record.update(status=status, duration_ms=round(elapsed * 1e3, 3))
-        if status == 499:
-            access_log.info("client disconnected", extra=record)
-        else:
-            service.metrics.requests.labels(str(status)).inc()
-            service.metrics.request_duration.observe(elapsed)
-            if status >= 400:
-                access_log.warning("request failed", extra=record)
-            elif service.config.server.access_log:
-                access_log.info("request", extra=record)
+        record.update(error=exc.code.value, reason=exc.message)
+        if exc.code.reason is not None:
+            service.metrics.rejected.labels(exc.code.reason).inc()
+        response = error_response(exc.code, exc.message)
+    except Exception:
+        access_log.exception("unexpected error", extra={"request_id": request_id})
+        record.update(error=ErrorCode.INTERNAL.value, reason="unexpected error")
+        response = internal_error(request_id)
+    response.headers["X-Request-Id"] = request_id
+    status = response.status_code
+    elapsed = time.perf_counter() - start
+    record.update(status=status, duration_ms=round(elapsed * 1e3, 3))
+    if status == 499:
+        access_log.info("client disconnected", extra=record)
+        return response
+    service.metrics.requests.labels(str(status)).inc()
+    service.metrics.request_duration.observe(elapsed)
+    if status >= 400:
+        access_log.warning("request failed", extra=record)
+    elif service.config.server.access_log:
+        access_log.info("request", extra=record)
+    return response
 
 
-def scheduler_error(exc: Exception) -> ApiError:
+def refusal(exc: QueueFull | ShuttingDown | ReplicaError | DeadlineExceeded) -> ApiError:
     """The answer to a request the scheduler refused or could not answer: 503 (with
     ``Retry-After``) for a full queue, a drain or a failed replica; 504 past the deadline."""
-    retry = {"Retry-After": str(RETRY_AFTER_S)}
     if isinstance(exc, QueueFull):
-        return ApiError(503, "queue_full", str(exc), retry)
+        return ApiError(ErrorCode.QUEUE_FULL, str(exc))
     if isinstance(exc, ShuttingDown):
-        return ApiError(503, "shutting_down", str(exc), retry)
-    if isinstance(exc, BatchError):
-        return ApiError(503, "replica_failed", str(exc), retry)
-    return ApiError(504, "deadline_exceeded", str(exc))
+        return ApiError(ErrorCode.SHUTTING_DOWN, str(exc))
+    if isinstance(exc, ReplicaError):
+        return ApiError(ErrorCode.REPLICA_FAILED, str(exc))
+    return ApiError(ErrorCode.DEADLINE_EXCEEDED, str(exc))
 
 
 async def _classify(request: Request, service: Service, record: dict[str, Any]) -> Response:
@@ -186,9 +189,9 @@ async def _classify(request: Request, service: Service, record: dict[str, Any]) 
     timeout_ms = parse_timeout(request)
     try:
         # Refused after the upload means refused before it: don't take the body for nothing.
-        service.scheduler.admit(timeout_ms)
+        admission = service.admit(timeout_ms)
     except (QueueFull, ShuttingDown) as exc:
-        raise scheduler_error(exc) from None
+        raise refusal(exc) from None
     try:
         body = await read_body(request, server.max_body_bytes)
     except ClientDisconnect:  # gone mid-body, or cut off by server.body_timeout_s
@@ -198,12 +201,12 @@ async def _classify(request: Request, service: Service, record: dict[str, Any]) 
         info = check_image(body, server.max_pixels)
         record["image"] = f"{info.width}x{info.height}"
     except ImageError as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
+        raise ApiError(ErrorCode(exc.code), str(exc)) from None
     try:
-        pending = service.submit(body, top_k, timeout_ms)
+        pending = service.submit(admission, body, top_k)
         completed = await wait_for_answer(request, service, pending)
-    except (QueueFull, ShuttingDown, BatchError, DeadlineExceeded) as exc:
-        raise scheduler_error(exc) from None
+    except (QueueFull, ShuttingDown, ReplicaError, DeadlineExceeded) as exc:
+        raise refusal(exc) from None
     except ClientGone:
         return Response(status_code=499)  # never sent: nobody is listening
     record.update(
@@ -216,7 +219,7 @@ async def _classify(request: Request, service: Service, record: dict[str, Any]) 
     service.metrics.queue_duration.observe(completed.queue_ms / 1e3)
     if isinstance(completed.outcome, ItemError):
         error = completed.outcome
-        raise ApiError(error.status, error.code, error.message)
+        raise ApiError(ErrorCode(error.code), error.message)
     return JSONResponse(
         service.answer(completed), headers={"Server-Timing": server_timing(completed)}
     )
@@ -243,12 +246,13 @@ async def readyz(request: Request) -> Response:
     """``GET /readyz``: 200 once every replica has loaded its net and run a warm-up batch,
     then while at least one replica is up; 503 otherwise and while draining."""
     service: Service = request.app.state.service
+    readiness = service.readiness()
     body = {
-        "ready": service.ready,
-        "draining": service.draining,
-        "replicas": {"ready": service.pool.ready_count, "total": len(service.pool.slots)},
+        "ready": readiness.ready,
+        "draining": readiness.draining,
+        "replicas": {"ready": readiness.replicas_ready, "total": readiness.replicas_total},
     }
-    return JSONResponse(body, 200 if service.ready else 503)
+    return JSONResponse(body, 200 if readiness.ready else 503)
 
 
 async def openapi(request: Request) -> Response:

@@ -7,11 +7,11 @@ import os
 from dataclasses import dataclass
 
 from gre.config import ReplicasConfig
-from gre.device import Device
-from gre.engines import engine_has_gpu
-from gre.gpus import GpuInfo, discover_gpus
+from gre.messages import Device
+from gre.model.engines import engine_has_gpu
+from gre.replicas.gpus import GpuInfo, discover_gpus
 
-log = logging.getLogger("gre.plan")
+log = logging.getLogger("gre.replicas.plan")
 
 
 class PlanError(ValueError):

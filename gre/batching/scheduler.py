@@ -1,39 +1,35 @@
-"""The dynamic batcher: one queue, one dispatcher per replica.
+"""The dynamic batcher: one queue, one dispatch loop per replica.
 
-Each dispatcher loops: take a batch from the queue when its replica is idle, run it, resolve
-the requests' futures. Requests resolve with a :class:`Completed`, or an exception:
-:class:`~gre.batchqueue.QueueFull`, :class:`~gre.batchqueue.DeadlineExceeded`,
-:class:`ShuttingDown` or :class:`BatchError`.
+Each dispatch loop (:meth:`Scheduler.run_worker`, run by the replica pool for each ready
+replica) takes a batch from the queue when its replica is idle, runs it, and resolves the
+requests' futures. Requests resolve with a :class:`Completed`, or an exception of
+:mod:`gre.batching.errors`: :class:`QueueFull`, :class:`DeadlineExceeded`,
+:class:`ShuttingDown` or a :class:`ReplicaError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gre.admission import WaitEstimate
-from gre.batchqueue import BatchQueue, DeadlineExceeded, Pending, QueueFull
-from gre.classifier import BatchResult, Outcome
+from gre.batching.admission import WaitEstimate
+from gre.batching.errors import (
+    DeadlineExceeded,
+    QueueFull,
+    ReplicaBatchError,
+    ReplicaError,
+    ReplicaLost,
+    ShuttingDown,
+)
+from gre.batching.queue import BatchQueue, Pending, RequestState
 from gre.config import BatchingConfig
+from gre.messages import BatchResult, Outcome
 
-log = logging.getLogger("gre.scheduler")
-
-
-class ShuttingDown(Exception):
-    """The service is draining and accepts no new requests (HTTP 503)."""
-
-
-class BatchError(Exception):
-    """The replica failed the batch this request was in (HTTP 503)."""
-
-
-class WorkerLost(Exception):
-    """A worker died or stopped answering; the scheduler stops dispatching to it."""
+log = logging.getLogger("gre.batching.scheduler")
 
 
 class Worker(Protocol):
@@ -42,8 +38,21 @@ class Worker(Protocol):
     name: str
 
     async def run(self, images: Sequence[bytes], top_ks: Sequence[int]) -> BatchResult:
-        """Classify a batch; outcomes in request order. Raises on failure of the batch."""
+        """Classify a batch; outcomes in request order.
+
+        Raises:
+            ReplicaLost: the worker is gone; it gets no more batches.
+            Exception: anything else fails this batch only (:class:`ReplicaBatchError`).
+        """
         ...
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request the scheduler admitted (:meth:`Scheduler.admit`), with its deadline's
+    length ``timeout_ms`` (ms): ``min`` of the client's and ``batching.timeout_ms``."""
+
+    timeout_ms: float
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,6 @@ class Scheduler:
         self.queue = BatchQueue(batching.max_queue_size)
         #: How many batches of each size were dispatched so far.
         self.batch_sizes: Counter[int] = Counter()
-        self._dispatchers: dict[str, asyncio.Task[None]] = {}
         self._in_flight: set[Pending] = set()
         self._live: set[str] = set()
         self._busy: set[str] = set()
@@ -81,27 +89,25 @@ class Scheduler:
         self.wait = WaitEstimate()
         self._closing = False
 
-    def admit(self, timeout_ms: float | None = None) -> float:
-        """Whether a request with this deadline would be queued now; returns its timeout (ms),
+    def admit(self, timeout_ms: float | None = None) -> Admission:
+        """Decide, once per request, whether it would be queued now with a deadline of
         ``min(timeout_ms, batching.timeout_ms)``. The front end asks before reading a body,
         so an overloaded service refuses without taking the upload.
 
         Raises:
             ShuttingDown: the scheduler is closing.
             QueueFull: ``max_queue_size`` requests are already waiting, or requests are
-                waiting and the expected time to answer this one (:mod:`gre.admission`)
+                waiting and the expected time to answer this one (:mod:`gre.batching.admission`)
                 exceeds its deadline: refused now rather than answered 504 later.
         """
-        if self._closing:
-            raise ShuttingDown("the service is shutting down")
+        self._check_open()
         timeout = (
             self.batching.timeout_ms
             if timeout_ms is None
             else min(timeout_ms, self.batching.timeout_ms)
         )
+        self.queue.check_room()
         queued = len(self.queue)
-        if queued >= self.queue.max_size:
-            raise QueueFull(f"{queued} requests are waiting; the limit is {self.queue.max_size}")
         if queued:  # an empty queue always admits: the request goes to the next free replica
             live, batch = len(self._live), self.batching.max_batch_size
             expected_ms = self.wait.seconds(queued, live, batch) * 1e3
@@ -110,35 +116,42 @@ class Scheduler:
                     f"{queued} requests are waiting: the expected {expected_ms:.0f} ms to answer "
                     f"this one exceeds its deadline of {timeout:.0f} ms"
                 )
-        return timeout
+        return Admission(timeout)
 
-    def submit(self, image: bytes, top_k: int, timeout_ms: float | None = None) -> Pending:
-        """Queue one request if :meth:`admit` admits it; its deadline is
-        ``min(timeout_ms, batching.timeout_ms)`` from now.
+    def submit(self, image: bytes, top_k: int, admission: Admission | None = None) -> Pending:
+        """Queue one request; its deadline is ``admission.timeout_ms`` from now. Without an
+        ``admission`` it is admitted here (:meth:`admit`).
 
         Raises:
-            ShuttingDown, QueueFull: as :meth:`admit`.
+            ShuttingDown: the scheduler closed since the admission.
+            QueueFull: as :meth:`admit`; with an admission, only when the queue filled up
+                since (while the body was read).
         """
-        timeout = self.admit(timeout_ms)
+        admission = admission or self.admit()
+        self._check_open()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        item = Pending(image, top_k, now, now + timeout / 1e3, loop.create_future())
+        item = Pending(image, top_k, now, now + admission.timeout_ms / 1e3, loop.create_future())
         self.queue.put(item)
         return item
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise ShuttingDown("the service is shutting down")
 
     async def result(self, item: Pending) -> Completed:
         """Wait for ``item``'s answer until its deadline.
 
         Raises:
             DeadlineExceeded: the deadline passed (a queued request is then never dispatched).
-            BatchError, ShuttingDown: as resolved by the dispatcher.
+            ReplicaError, ShuttingDown: as resolved by the dispatch loop.
         """
         remaining = item.deadline - asyncio.get_running_loop().time()
         try:
             completed: Completed = await asyncio.wait_for(asyncio.shield(item.future), remaining)
         except TimeoutError:
             self.cancel(item)
-            where = "in a batch" if item.dispatched is not None else "while queued"
+            where = "in a batch" if item.state is RequestState.RUNNING else "while queued"
             raise DeadlineExceeded(f"deadline passed {where}") from None
         return completed
 
@@ -157,31 +170,19 @@ class Scheduler:
         """Whether worker ``name`` is running a batch now."""
         return name in self._busy
 
-    def serve(self, worker: Worker, timeout_s: float | None = None) -> asyncio.Task[None]:
-        """Dispatch to ``worker`` in a task of its own until it is lost (then log and end)."""
-
-        async def run() -> None:
-            try:
-                await self.run_worker(worker, timeout_s)
-            except WorkerLost as exc:
-                log.error("%s", exc)
-
-        task = asyncio.create_task(run(), name=f"dispatch-{worker.name}")
-        self._dispatchers[worker.name] = task
-        return task
-
     async def run_worker(self, worker: Worker, timeout_s: float | None = None) -> None:
-        """Take batches for ``worker`` whenever it is idle, until it is lost.
+        """Take batches for ``worker`` whenever it is idle, until it is lost or cancelled.
 
-        A batch that fails in the worker (its forward raised) is answered :class:`BatchError`
-        and dispatching goes on. A worker that dies (raises :class:`WorkerLost`) or takes
-        longer than ``timeout_s`` over a batch is lost: each request of that batch is retried
-        once at the head of the queue when another worker is live, else answered
-        :class:`BatchError`; then :class:`WorkerLost` is raised to the caller, which must
-        replace the worker.
+        A batch that fails in the worker (its forward raised) is answered
+        :class:`ReplicaBatchError` and dispatching goes on. A worker that is gone (raises
+        :class:`ReplicaLost`) or takes longer than ``timeout_s`` over a batch is lost: each
+        request of that batch is retried once at the head of the queue when another worker is
+        live, else answered :class:`ReplicaLost`; then :class:`ReplicaLost` is raised to the
+        caller, which must replace the worker. Cancelled, it answers its batch in progress
+        :class:`ShuttingDown`.
 
         Raises:
-            WorkerLost: the worker died or timed out.
+            ReplicaLost: the worker is gone or timed out.
         """
         loop = asyncio.get_running_loop()
         delay_s = self.batching.max_queue_delay_ms / 1e3
@@ -203,11 +204,11 @@ class Scheduler:
                     result = await asyncio.wait_for(work, timeout_s)
                 except TimeoutError:
                     self._recover(batch, worker.name)
-                    raise WorkerLost(
+                    raise ReplicaLost(
                         f"replica {worker.name} did not answer a batch of {len(batch)} "
                         f"within {timeout_s:.1f} s"
                     ) from None
-                except WorkerLost:
+                except ReplicaLost:
                     self._recover(batch, worker.name)
                     raise
                 except asyncio.CancelledError:
@@ -215,7 +216,7 @@ class Scheduler:
                     raise
                 except Exception as exc:
                     log.error("batch of %d failed on replica %s: %s", len(batch), worker.name, exc)
-                    self._fail(batch, BatchError(f"the replica failed this batch: {exc}"))
+                    self._fail(batch, ReplicaBatchError(f"the replica failed this batch: {exc}"))
                     continue
                 finally:
                     self._in_flight.difference_update(batch)
@@ -251,11 +252,11 @@ class Scheduler:
         why = "it was already retried once" if others else "no other replica is up"
         self._fail(
             [i for i in batch if i not in retry],
-            BatchError(f"replica {lost} died while running this request and {why}"),
+            ReplicaLost(f"replica {lost} died while running this request and {why}"),
         )
 
     @staticmethod
-    def _fail(batch: list[Pending], exc: Exception) -> None:
+    def _fail(batch: list[Pending], exc: ReplicaError | ShuttingDown) -> None:
         for item in batch:
             if not item.future.done():
                 item.future.set_exception(exc)
@@ -264,7 +265,7 @@ class Scheduler:
         """Refuse new requests (:class:`ShuttingDown`); queued ones are still served."""
         self._closing = True
 
-    async def drain(self, timeout_s: float) -> bool:
+    async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until the queue is empty and nothing is in flight; ``False`` on timeout."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout_s
@@ -274,14 +275,8 @@ class Scheduler:
             await asyncio.sleep(0.01)
         return True
 
-    async def close(self) -> None:
-        """Stop the dispatchers started by :meth:`serve` and fail whatever is still queued with
-        :class:`ShuttingDown`."""
+    def close(self) -> None:
+        """Refuse new requests and answer whatever is still queued :class:`ShuttingDown`
+        (dispatch loops end when the pool cancels them)."""
         self._closing = True
-        for task in self._dispatchers.values():
-            task.cancel()
-        for task in self._dispatchers.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._dispatchers.clear()
-        self.queue.drain(ShuttingDown("the service stopped before answering"))
+        self.queue.fail_all(ShuttingDown("the service stopped before answering"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gre.classifier import Prediction
+from gre.messages import Prediction
 
 
 def read_synset_words(path: Path) -> list[str]:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from gre.batching.errors import ReplicaLost, ReplicaStartError
+from gre.batching.scheduler import Scheduler
 from gre.config import ReplicasConfig
-from gre.replica import Replica, ReplicaError
-from gre.scheduler import Scheduler, WorkerLost
-from gre.worker import Ready, ReplicaSpec
+from gre.messages import BatchResult, Ready, ReplicaSpec
+from gre.replicas.replica import Replica
 
-log = logging.getLogger("gre.pool")
+log = logging.getLogger("gre.replicas.pool")
 
 #: A replica that stayed up this long (s) resets its slot's crash backoff.
 STABLE_AFTER_S = 60.0
@@ -29,14 +31,55 @@ STABLE_AFTER_S = 60.0
 MAX_BACKOFF_S = 30.0
 
 
+class SlotState(enum.StrEnum):
+    """A replica slot's state (``gre_replicas{state}``), as vLLM's ``RequestStatus``."""
+
+    STARTING = "starting"  # its replica is loading its net and warming up
+    READY = "ready"  # its replica takes batches
+    DEAD = "dead"  # its replica failed or died; waiting out the backoff before a restart
+    STOPPED = "stopped"  # the pool was stopped
+
+
+class ReplicaHandle(Protocol):
+    """What the pool drives: :class:`~gre.replicas.replica.Replica` (a process), or a fake
+    one in tests of the HTTP layer."""
+
+    name: str
+
+    @property
+    def pid(self) -> int | None:
+        """The process id, while it runs."""
+        ...
+
+    async def start(self, timeout_s: float) -> Ready:
+        """Start and warm up; raises :class:`ReplicaStartError`."""
+        ...
+
+    async def run(self, images: Sequence[bytes], top_ks: Sequence[int]) -> BatchResult:
+        """Classify one batch (as :class:`gre.batching.scheduler.Worker`)."""
+        ...
+
+    async def wait(self) -> int:
+        """Wait for the replica to exit; its exit status."""
+        ...
+
+    async def stop(self, timeout_s: float = 10.0) -> int | None:
+        """Exit after the batch in progress."""
+        ...
+
+    async def kill(self) -> int | None:
+        """Kill at once (a no-op if never started)."""
+        ...
+
+
 @dataclass(eq=False)
 class Slot:
-    """One replica position: its spec, current process, state and history."""
+    """One replica position: its spec, current replica, state and history."""
 
     spec: ReplicaSpec
     name: str
-    state: str = "starting"  # starting | ready | dead | stopped
-    replica: Replica | None = None
+    state: SlotState = SlotState.STARTING
+    replica: ReplicaHandle | None = None
     info: Ready | None = None
     restarts: int = 0
     error: str | None = None
@@ -57,7 +100,8 @@ class ReplicaPool:
         config: timeouts, start attempts and backoff (``[replicas]``).
         on_fatal: called once with the error when a slot cannot be started.
         on_ready: called with each replica's :class:`Ready` (e.g. to check the class count);
-            raising :class:`ReplicaError` from it counts as a failed start.
+            raising :class:`ReplicaStartError` from it counts as a failed start.
+        replica: makes the handle for a spec (default: a :class:`Replica` process).
     """
 
     def __init__(
@@ -67,12 +111,14 @@ class ReplicaPool:
         config: ReplicasConfig,
         on_fatal: Callable[[str], None],
         on_ready: Callable[[Ready], None] = lambda info: None,
+        replica: Callable[[ReplicaSpec], ReplicaHandle] = Replica,
     ) -> None:
         self.slots = [Slot(spec, spec.name) for spec in specs]
         self.scheduler = scheduler
         self.config = config
         self._on_fatal = on_fatal
         self._on_ready = on_ready
+        self._new_replica = replica
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._failed = asyncio.Event()
@@ -81,18 +127,23 @@ class ReplicaPool:
     @property
     def ready_count(self) -> int:
         """Replicas ready to take batches now."""
-        return sum(slot.state == "ready" for slot in self.slots)
+        return sum(slot.state is SlotState.READY for slot in self.slots)
 
     @property
     def all_started(self) -> bool:
         """Every slot has had a ready replica at least once (loaded and warmed up)."""
         return all(slot.first_ready.is_set() for slot in self.slots)
 
+    @property
+    def restarts(self) -> int:
+        """Replica restarts after a crash or hang, over every slot."""
+        return sum(slot.restarts for slot in self.slots)
+
     def states(self) -> dict[str, int]:
-        """How many slots are in each state (``ready``, ``starting``, ``dead``, ``stopped``)."""
-        counts = dict.fromkeys(("ready", "starting", "dead", "stopped"), 0)
+        """How many slots are in each :class:`SlotState`, by its value."""
+        counts = dict.fromkeys((state.value for state in SlotState), 0)
         for slot in self.slots:
-            counts[slot.state] += 1
+            counts[slot.state.value] += 1
         return counts
 
     def start(self) -> None:
@@ -106,7 +157,7 @@ class ReplicaPool:
         """Wait until every slot was ready once.
 
         Raises:
-            ReplicaError: a slot was given up on before that.
+            ReplicaStartError: a slot was given up on before that.
         """
         waits: set[asyncio.Future[Any]] = {
             asyncio.ensure_future(slot.first_ready.wait()) for slot in self.slots
@@ -120,7 +171,7 @@ class ReplicaPool:
             for wait in (*waits, failed):
                 wait.cancel()
         if self.fatal_error is not None:
-            raise ReplicaError(self.fatal_error)
+            raise ReplicaStartError(self.fatal_error)
 
     def _backoff(self, failures: int) -> float:
         base = self.config.restart_backoff_ms / 1e3
@@ -132,15 +183,15 @@ class ReplicaPool:
         crashes = 0
         timeout_s = self.config.replica_timeout_ms / 1e3
         while True:
-            slot.state = "starting"
-            replica = slot.replica = Replica(slot.spec)
+            slot.state = SlotState.STARTING
+            replica = slot.replica = self._new_replica(slot.spec)
             try:
                 info = await replica.start(self.config.start_timeout_s)
                 self._on_ready(info)
-            except ReplicaError as exc:
-                await replica.kill_if_started()
+            except ReplicaStartError as exc:
+                await replica.kill()
                 start_failures += 1
-                slot.state, slot.error = "dead", str(exc)
+                slot.state, slot.error = SlotState.DEAD, str(exc)
                 if start_failures >= self.config.start_attempts:
                     self.fatal_error = (
                         f"replica {slot.name} failed to start {start_failures} times; "
@@ -155,7 +206,7 @@ class ReplicaPool:
                 await asyncio.sleep(delay)
                 continue
             start_failures = 0
-            slot.state, slot.info, slot.error = "ready", info, None
+            slot.state, slot.info, slot.error = SlotState.READY, info, None
             slot.first_ready.set()
             up_since = loop.time()
             log.info(
@@ -165,14 +216,14 @@ class ReplicaPool:
             await self._run_until_lost(slot, replica, timeout_s)
             if self._stopping:
                 return
-            slot.state = "dead"
+            slot.state = SlotState.DEAD
             slot.restarts += 1
             crashes = 1 if loop.time() - up_since > STABLE_AFTER_S else crashes + 1
             delay = self._backoff(crashes)
             log.warning("restarting replica %s in %.1f s", slot.name, delay)
             await asyncio.sleep(delay)
 
-    async def _run_until_lost(self, slot: Slot, replica: Replica, timeout_s: float) -> None:
+    async def _run_until_lost(self, slot: Slot, replica: ReplicaHandle, timeout_s: float) -> None:
         dispatch = asyncio.ensure_future(self.scheduler.run_worker(replica, timeout_s))
         exited = asyncio.ensure_future(replica.wait())
         try:
@@ -189,7 +240,7 @@ class ReplicaPool:
                     dispatch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await dispatch
-        except WorkerLost as exc:
+        except ReplicaLost as exc:
             log.error("%s", exc)
         except Exception:  # a bug in dispatching must not leave the slot dead but "ready"
             log.exception("dispatching to replica %s failed", slot.name)
@@ -209,4 +260,4 @@ class ReplicaPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for slot in self.slots:
-            slot.state = "stopped"
+            slot.state = SlotState.STOPPED

@@ -11,49 +11,16 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from gre.engines import Engine, Output
-from gre.imaging import ImageError, decode_bgr
-from gre.preprocess import Blob, Preprocessor
+from gre.messages import BatchResult, ItemError, Outcome, Prediction
+from gre.model.engines import Engine, Output
+from gre.model.imaging import ImageError, decode_bgr
+from gre.model.preprocess import Blob, Preprocessor
 
-log = logging.getLogger("gre.classifier")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's top-k: class indices and their probabilities, most probable first."""
-
-    indices: tuple[int, ...]
-    confidences: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class ItemError:
-    """One image of a batch that could not be classified; the rest of the batch is unaffected.
-
-    ``code`` is the API error code (``bad_image`` ...), ``message`` says what was wrong,
-    ``status`` is the HTTP status to answer (as :class:`gre.imaging.ImageError`'s).
-    """
-
-    code: str
-    message: str
-    status: int = 400
-
-
-Outcome = Prediction | ItemError
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """A batch's outcomes in request order, and its durations in ms."""
-
-    outcomes: list[Outcome]
-    preprocess_ms: float
-    inference_ms: float
+log = logging.getLogger("gre.model.classifier")
 
 
 def softmax(logits: Output) -> Output:
@@ -74,7 +41,7 @@ class Classifier:
     """Engine + preprocessing for whole batches of encoded images.
 
     Args:
-        engine: a loaded :class:`gre.engines.Engine`.
+        engine: a loaded :class:`gre.model.engines.Engine`.
         preprocessor: image -> input blob for this net.
         apply_softmax: turn the output blob (logits) into probabilities.
         decode_threads: threads that decode and preprocess (cv2 releases the GIL).
@@ -116,7 +83,7 @@ class Classifier:
         try:
             return self.preprocessor(decode_bgr(image))
         except ImageError as exc:
-            return ItemError(exc.code, str(exc), exc.status)
+            return ItemError(exc.code, str(exc))
         except Exception as exc:  # a decoder bug must cost this image, never its batch
             log.exception("decoding or preprocessing an image raised")
             return ItemError("bad_image", f"the image could not be decoded ({type(exc).__name__})")
@@ -130,7 +97,7 @@ class Classifier:
         """Classify a batch: per image its top ``top_ks[i]`` classes or an :class:`ItemError`.
 
         Raises:
-            gre.engines.EngineError: the forward pass failed (the whole batch is lost).
+            gre.model.engines.EngineError: the forward pass failed (the whole batch is lost).
         """
         start = time.perf_counter()
         batch, outcomes = self.prepare(images)

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from gre.device import Device
+from gre.messages import Device
 
 Batch = npt.NDArray[np.float32]
 Output = npt.NDArray[np.float32]
@@ -75,17 +75,17 @@ def load_engine(
     """
     name = resolve_engine_name(name)
     if name == "opencv":
-        from gre.engines.opencv import OpenCVEngine
+        from gre.model.engines.opencv import OpenCVEngine
 
         return OpenCVEngine(deploy, weights, device, threads, output_blob)
     if name == "caffe":
         if not caffe_importable():
             raise EngineError("engine 'caffe' needs pycaffe: run `make caffe` (see README)")
-        from gre.engines.caffe import CaffeEngine
+        from gre.model.engines.caffe import CaffeEngine
 
         return CaffeEngine(deploy, weights, device, threads, output_blob)
     if name == "null":
-        from gre.engines.null import NullEngine
+        from gre.model.engines.null import NullEngine
 
         return NullEngine(num_classes, device)
     raise EngineError(f"unknown engine {name!r}")
@@ -94,11 +94,11 @@ def load_engine(
 def engine_has_gpu(name: str) -> bool:
     """Whether engine ``name`` (resolved) can run on a GPU in this installation."""
     if name == "opencv":
-        from gre.engines.opencv import opencv_has_cuda
+        from gre.model.engines.opencv import opencv_has_cuda
 
         return opencv_has_cuda()
     if name == "caffe":
-        from gre.engines.caffe import caffe_has_cuda
+        from gre.model.engines.caffe import caffe_has_cuda
 
         return caffe_has_cuda()
     return False

@@ -8,7 +8,7 @@ in-flight requests finish, then stops the server and the replicas; exit status 0
 signal stops at once.
 
 Connections are uvicorn's httptools protocol with gre's read deadlines, head size limit and
-connection limit (:mod:`gre.protocol`; the ``[server]`` keys, README "Limits").
+connection limit (:mod:`gre.http.protocol`; the ``[server]`` keys, README "Limits").
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from typing import Any
 import uvicorn
 import uvloop
 
-from gre.app import create_app
 from gre.config import Config
+from gre.http.app import create_app
+from gre.http.protocol import Limits, limited_protocol
 from gre.notify import SystemdNotifier
-from gre.protocol import Limits, limited_protocol
 from gre.service import Service
 
-log = logging.getLogger("gre.server")
+log = logging.getLogger("gre.http.server")
 
 #: Descriptors besides client connections: replicas' sockets, logs, libraries.
 SPARE_FILES = 256
@@ -76,17 +76,9 @@ class GreServer(uvicorn.Server):
         task.add_done_callback(self._tasks.discard)
 
     async def _drain(self) -> None:
-        self.service.begin_drain()  # /readyz 503 and new requests 503 from now on
         self.notifier.notify("STOPPING=1")
-        log.info("draining: %d queued, %d in flight", *self._backlog())
-        timeout = self.service.config.server.drain_timeout_s
-        if not await self.service.scheduler.drain(timeout):
-            log.warning("drain timed out after %.0f s", timeout)
-        self.should_exit = True
-
-    def _backlog(self) -> tuple[int, int]:
-        scheduler = self.service.scheduler
-        return len(scheduler.queue), scheduler.in_flight
+        await self.service.drain()  # /readyz 503 and new requests 503 from its start
+        self.should_exit = True  # uvicorn's shutdown, then the lifespan's Service.stop
 
     def _fatal(self, error: str) -> None:
         log.error("exiting: %s", error)
@@ -103,7 +95,7 @@ class GreServer(uvicorn.Server):
                 self._fatal(f"start-up failed: {exc}")
             return
         # Every replica has loaded its net and run a warm-up batch: /readyz is 200 now.
-        log.info("ready: %d replica(s) warmed up", self.service.pool.ready_count)
+        log.info("ready: %d replica(s) warmed up", self.service.readiness().replicas_ready)
         self.notifier.notify("READY=1")
         self._spawn(self.notifier.watchdog())
 

@@ -74,18 +74,16 @@ _UNSUPPORTED_MAGIC = (
 
 
 class ImageError(ValueError):
-    """An image gre cannot classify; ``code`` is the API error code (``bad_image`` ...) and
-    ``status`` its HTTP status (README's errors table)."""
+    """An image gre cannot classify; ``code`` is its API error code (``bad_image`` ...), whose
+    HTTP status the catalogue in ``gre.http.errors`` gives."""
 
     code = "bad_image"
-    status = 400
 
 
 class UnsupportedFormat(ImageError):
     """A recognised image format that gre does not decode (GIF, TIFF, SVG ...)."""
 
     code = "unsupported_format"
-    status = 415
 
 
 class TooManyPixels(ImageError):
@@ -93,7 +91,6 @@ class TooManyPixels(ImageError):
     (decompression-bomb guard)."""
 
     code = "too_large"
-    status = 413
 
 
 class TooManyScans(TooManyPixels):

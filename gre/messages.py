@@ -1,0 +1,142 @@
+"""Every message that crosses the process boundary between the front end and a replica.
+
+The front end sends a :class:`ReplicaSpec`, then :class:`BatchRequest` after
+:class:`BatchRequest`, then :class:`Stop`; the replica answers :class:`Ready` or
+:class:`StartFailed`, then one :class:`BatchResult` or :class:`BatchFailed` per batch.
+They travel pickled (``gre.replicas.wire``), so each is a plain frozen dataclass of built-in
+values. This module imports nothing else from gre: the scheduler, the HTTP layer and the
+replica process can all speak it without depending on one another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where a replica runs: ``Device.cpu()`` or ``Device.gpu(i)`` for CUDA device ``i``."""
+
+    kind: str  # "cpu" or "gpu"
+    index: int = 0
+
+    @classmethod
+    def cpu(cls) -> Device:
+        """The CPU."""
+        return cls("cpu")
+
+    @classmethod
+    def gpu(cls, index: int) -> Device:
+        """CUDA device ``index`` (as NVML numbers it)."""
+        return cls("gpu", index)
+
+    @property
+    def is_gpu(self) -> bool:
+        """Whether this is a GPU."""
+        return self.kind == "gpu"
+
+    def __str__(self) -> str:
+        return f"gpu:{self.index}" if self.is_gpu else "cpu"
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """Everything a replica process needs to load its net: the first message it receives.
+
+    ``device`` is the device the front end planned (a GPU replica sees only that GPU, as
+    CUDA device 0); ``threads`` are compute threads for a CPU replica; ``preprocess`` is the
+    ``[preprocess]`` section's values (``PreprocessConfig.model_dump()``), which the replica
+    builds into its preprocessor for the net input ``input_shape`` ``(C, H, W)``.
+    """
+
+    index: int
+    engine: str
+    deploy: Path
+    weights: Path
+    output_blob: str | None
+    apply_softmax: bool
+    num_classes: int
+    device: Device
+    threads: int
+    decode_threads: int
+    input_shape: tuple[int, int, int]
+    preprocess: Mapping[str, Any]
+    #: The largest batch the scheduler will send (``batching.max_batch_size``).
+    max_batch_size: int = 1
+
+    @property
+    def name(self) -> str:
+        """``"<index>@<device>"``, e.g. ``"0@cpu"``: the replica's name in logs and metrics."""
+        return f"{self.index}@{self.device}"
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The replica loaded its net and ran a warm-up batch of every size it will be sent."""
+
+    pid: int
+    engine: str
+    device: str
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class StartFailed:
+    """The replica could not load its net or warm up; ``message`` says why."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One batch to classify: encoded images and, per image, how many classes to answer."""
+
+    images: tuple[bytes, ...]
+    top_ks: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Exit after the batch in progress (the front end is stopping this replica)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's top-k: class indices and their probabilities, most probable first."""
+
+    indices: tuple[int, ...]
+    confidences: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """One image of a batch that could not be classified; the rest of the batch is unaffected.
+
+    ``code`` is the API error code (``bad_image``, ``too_large``, ``unsupported_format``: the
+    catalogue in ``gre.http.errors`` gives its HTTP status); ``message`` says what was wrong.
+    """
+
+    code: str
+    message: str
+
+
+Outcome = Prediction | ItemError
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """A batch's outcomes in request order, and its durations in ms."""
+
+    outcomes: list[Outcome]
+    preprocess_ms: float
+    inference_ms: float
+
+
+@dataclass(frozen=True)
+class BatchFailed:
+    """The forward pass failed for a whole batch; ``message`` says why. The replica lives on."""
+
+    message: str
