@@ -64,14 +64,14 @@ bench-gre-hey: setup
 # A longer, random schemathesis run against a real server than `make test`'s short one.
 FUZZ_EXAMPLES ?= 2000
 fuzz-http: setup
-	GRE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/test_openapi.py \
+	GRE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/http/test_openapi.py \
 		-k 'conform or kept_serving'
 
 # The decode fuzz target long (`make test` runs 150 examples): header check, decode and
-# preprocess on mutated real images; an input that breaks it goes in tests/fuzz_regressions/.
+# preprocess on mutated real images; an input that breaks it goes in tests/model/fuzz_regressions/.
 DECODE_EXAMPLES ?= 20000
 fuzz: setup
-	GRE_FUZZ_EXAMPLES=$(DECODE_EXAMPLES) $(VENV)/bin/pytest tests/test_fuzz_decode.py -x \
+	GRE_FUZZ_EXAMPLES=$(DECODE_EXAMPLES) $(VENV)/bin/pytest tests/model/test_fuzz_decode.py -x \
 		--hypothesis-show-statistics
 
 # The load test's peers (benchmarks/peers): BentoML and Ray Serve get venvs of their own in
@@ -81,7 +81,7 @@ peers-setup: setup
 	$(PY) -m benchmarks.peers setup all
 
 peers-test: setup
-	GRE_PEERS=all $(VENV)/bin/pytest tests/test_peers.py
+	GRE_PEERS=all $(VENV)/bin/pytest tests/benchmarks/test_peers.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

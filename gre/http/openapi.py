@@ -1,7 +1,7 @@
 """gre's HTTP API as an OpenAPI 3.1 document, served at ``GET /openapi.json``.
 
 Written by hand rather than generated from the handlers: the handlers take raw bytes and read
-their own parameters, so nothing in them could be introspected. ``tests/test_openapi.py``
+their own parameters, so nothing in them could be introspected. ``tests/http/test_openapi.py``
 keeps the two in step: every route is described and every description has a route, and a
 schemathesis run against a real server checks that each status, content type, body and
 header gre answers is the one described here.
@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import gre
+from gre.http.errors import ErrorCode
 
 #: A JSON Schema or OpenAPI object.
 Schema = dict[str, Any]
@@ -29,52 +30,27 @@ IMAGE_MEDIA_TYPES = (
     "image/webp",
 )
 
-#: ``POST /api/classify``'s errors: status -> (when, error codes), as README's errors table.
-CLASSIFY_ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
-    400: (
-        "The body is empty, not an image, or undecodable; X-Request-Timeout-Ms is not a "
-        "positive number; or the request is not parseable as HTTP/1.1 (the connection is "
-        "then closed).",
-        ("bad_image", "bad_timeout", "bad_request"),
-    ),
-    408: (
-        "The request head or body did not arrive within `header_timeout_s` / "
-        "`body_timeout_s`; the connection is closed.",
-        ("request_timeout",),
-    ),
-    413: (
-        "The body is over `max_body_bytes`, or the image header declares an image too costly "
-        "to decode (more than `max_pixels`, a side over 1,000,000 px, or a JPEG of more than "
-        "100 scans); refused before reading the rest or decoding.",
-        ("too_large",),
-    ),
-    415: (
-        "A recognised image format gre does not decode (GIF, TIFF, SVG, PDF, HEIF/AVIF, "
-        "JPEG 2000, ...; 12- and 16-bit or hierarchical JPEG).",
-        ("unsupported_format",),
-    ),
-    422: ("`top_k` is not an integer in 1..classes.", ("bad_top_k",)),
-    431: (
-        "The request line and headers exceed `max_header_bytes`; the connection is closed.",
-        ("headers_too_large",),
-    ),
-    503: (
-        "The queue is full (`max_queue_size`), or requests are waiting and the expected time "
-        "to answer this one exceeds its deadline (refused before the body is read); the "
-        "service is draining; the replica running the request's batch failed; or "
-        "`max_connections` connections each have a request in progress. Retry after "
-        "`Retry-After` seconds.",
-        ("queue_full", "shutting_down", "replica_failed", "too_many_connections"),
-    ),
-    504: (
-        "The deadline (`timeout_ms`, or X-Request-Timeout-Ms if lower) passed; a request "
-        "still queued then is never run.",
-        ("deadline_exceeded",),
-    ),
-}
-
 #: Codes of errors any path may answer (unknown path, wrong method).
-ROUTING_ERRORS = ("not_found", "method_not_allowed")
+ROUTING_ERRORS = (ErrorCode.NOT_FOUND.value, ErrorCode.METHOD_NOT_ALLOWED.value)
+
+
+def _classify_errors() -> dict[int, tuple[str, tuple[str, ...]]]:
+    """``POST /api/classify``'s errors from the catalogue: status -> (when, error codes)."""
+    by_status: dict[int, list[ErrorCode]] = {}
+    for code in ErrorCode:
+        if code.value not in ROUTING_ERRORS:
+            by_status.setdefault(code.status, []).append(code)
+    errors = {}
+    for status, codes in sorted(by_status.items()):
+        when = "; ".join(f"`{c.value}`: {c.facts.description}" for c in codes)
+        if any(c.facts.retry_after for c in codes):
+            when += ". Retry after `Retry-After` seconds."
+        errors[status] = (when, tuple(c.value for c in codes))
+    return errors
+
+
+#: ``POST /api/classify``'s errors: status -> (when, error codes), from the catalogue.
+CLASSIFY_ERRORS = _classify_errors()
 
 
 def _object(properties: Schema, description: str | None = None) -> Schema:

@@ -10,7 +10,7 @@ so ``max_pixels`` bounds what a decoder allocates.
 
 ``make test`` runs a short pass (``GRE_FUZZ_EXAMPLES``, default 150, a few seconds);
 ``make fuzz`` a long one (``DECODE_EXAMPLES=20000``). An input that ever broke the invariant
-goes in ``tests/fuzz_regressions/`` (named for the outcome it must have, see
+goes in ``tests/model/fuzz_regressions/`` (named for the outcome it must have, see
 :func:`regression_inputs`), where :func:`test_regressions_hold` replays it and the fuzzer
 mutates it further; the corpus starts with the hostile inputs the header check was built for.
 """
@@ -334,7 +334,7 @@ def test_every_seed_decodes() -> None:
 
 
 def regression_inputs() -> list[Path]:
-    """``tests/fuzz_regressions/<outcome>--<what>.bin``: ``<outcome>`` is what
+    """``tests/model/fuzz_regressions/<outcome>--<what>.bin``: ``<outcome>`` is what
     :func:`run_pipeline` must answer, with ``-`` for ``": "`` (``blob``, ``header-too_large``,
     ``decode-bad_image`` ...)."""
     paths = sorted(REGRESSIONS.glob("*--*.bin"))
