@@ -1,14 +1,18 @@
-"""A fake replica for scheduler unit tests (the only place a fake engine is used)."""
+"""Fake replicas: for scheduler unit tests and in-process tests of the HTTP layer (the only
+places a fake stands in for a replica process)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 from gre.batching.errors import ReplicaLost
 from gre.batching.scheduler import Scheduler, Worker
-from gre.messages import BatchResult, Prediction
+from gre.messages import BatchResult, Outcome, Prediction, Ready, ReplicaSpec
 
 
 class FakeWorker:
@@ -58,3 +62,57 @@ async def stop_dispatch(scheduler: Scheduler) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class FakeReplica:
+    """A replica handle without a process, for in-process tests of the HTTP layer: the pool
+    drives it as it drives :class:`gre.replicas.replica.Replica`.
+
+    Each image is answered by ``answer(image, top_k)`` (default: class 0 at 0.75, class 1 at
+    0.25). ``gate`` (a :class:`threading.Event`, when set) holds each batch until released;
+    ``started`` is set when a batch arrives; ``fail`` (an exception) is raised by every batch.
+    """
+
+    def __init__(self, spec: ReplicaSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.pid: int | None = None
+        self.batches: list[list[bytes]] = []
+        self.started = threading.Event()
+        self.gate: threading.Event | None = None
+        self.fail: Exception | None = None
+        self.answer: Callable[[bytes, int], Outcome] = lambda image, k: Prediction(
+            (0, 1)[:k], (0.75, 0.25)[:k]
+        )
+        self._exited: asyncio.Future[int] | None = None
+        FakeReplica.made.append(self)
+
+    #: Every FakeReplica made, newest last (tests reach theirs through it).
+    made: ClassVar[list[FakeReplica]] = []
+
+    async def start(self, timeout_s: float) -> Ready:
+        self.pid = os.getpid()
+        self._exited = asyncio.get_running_loop().create_future()
+        return Ready(self.pid, "fake", str(self.spec.device), self.spec.num_classes)
+
+    async def run(self, images: Sequence[bytes], top_ks: Sequence[int]) -> BatchResult:
+        self.batches.append(list(images))
+        self.started.set()
+        while self.gate is not None and not self.gate.is_set():
+            await asyncio.sleep(0.001)  # a threading.Event: the test's thread releases it
+        if self.fail is not None:
+            raise self.fail
+        outcomes = [self.answer(image, k) for image, k in zip(images, top_ks, strict=True)]
+        return BatchResult(outcomes, 0.1, 0.2)
+
+    async def wait(self) -> int:
+        assert self._exited is not None
+        return await self._exited
+
+    async def stop(self, timeout_s: float = 10.0) -> int | None:
+        return await self.kill()
+
+    async def kill(self) -> int | None:
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(0)
+        return 0 if self._exited is not None else None

@@ -150,8 +150,8 @@ class Scheduler:
         try:
             completed: Completed = await asyncio.wait_for(asyncio.shield(item.future), remaining)
         except TimeoutError:
-            self.cancel(item)
             where = "in a batch" if item.state is RequestState.RUNNING else "while queued"
+            self.cancel(item)
             raise DeadlineExceeded(f"deadline passed {where}") from None
         return completed
 

