@@ -38,12 +38,27 @@ from gre.service import Service
 
 access_log = logging.getLogger("gre.access")
 
+#: A client's X-Request-Id kept as sent: 1-128 visible ASCII characters, as proxies accept.
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _DECIMAL = re.compile(r"[0-9]{1,9}")
 _MILLISECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
 
 
 class ClientGone(Exception):
     """The client disconnected while its request waited."""
+
+
+def request_id_of(sent: str | None) -> tuple[str, dict[str, Any]]:
+    """The request's id and its access-log record: the client's ``X-Request-Id`` when it is
+    1-128 visible ASCII characters, else a new one (logged beside the refused id's length,
+    never the id itself, so a client cannot multiply the log's size per request)."""
+    if sent is not None and _REQUEST_ID.fullmatch(sent):
+        return sent, {"request_id": sent}
+    request_id = new_request_id()
+    record: dict[str, Any] = {"request_id": request_id}
+    if sent is not None:
+        record["refused_request_id_length"] = len(sent)
+    return request_id, record
 
 
 def parse_top_k(request: Request, service: Service) -> int:
@@ -142,8 +157,7 @@ async def classify(request: Request) -> Response:
     """
     service: Service = request.app.state.service
     start = time.perf_counter()
-    request_id = request.headers.get("x-request-id") or new_request_id()
-    record: dict[str, Any] = {"request_id": request_id}
+    request_id, record = request_id_of(request.headers.get("x-request-id"))
     try:
         response = await _classify(request, service, record)
     except ApiError as exc:

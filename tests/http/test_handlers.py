@@ -222,3 +222,26 @@ async def test_a_client_that_disconnects_is_dropped_from_the_queue(cat: bytes) -
     finally:
         replica.gate.set()
         await service.stop()
+
+
+@pytest.mark.parametrize("sent", ["x" * 129, "has space", "tab\there", "é", ""])
+def test_an_unusable_request_id_is_replaced_and_only_its_length_logged(
+    cat: bytes, sent: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with serving() as (client, _, _replica), caplog.at_level(logging.INFO, logger="gre.access"):
+        headers = {"X-Request-Id": sent.encode()}
+        response = client.post("/api/classify", content=cat, headers=headers)
+    assert response.status_code == 200
+    assert len(response.headers["x-request-id"]) == 32
+    assert response.headers["x-request-id"] != sent
+    (record,) = [r for r in caplog.records if r.getMessage() == "request"]
+    assert record.request_id == response.headers["x-request-id"]  # type: ignore[attr-defined]
+    if sent:
+        assert record.refused_request_id_length == len(sent.encode())  # type: ignore[attr-defined]
+
+
+def test_a_128_character_request_id_is_kept(cat: bytes) -> None:
+    sent = "a-Z_0.9:" * 16
+    with serving() as (client, _, _replica):
+        response = client.post("/api/classify", content=cat, headers={"X-Request-Id": sent})
+    assert response.headers["x-request-id"] == sent
