@@ -21,7 +21,7 @@ from gre.metrics import GpuCollector, Metrics, ReplicaCollector
 from gre.model.labels import answer
 from gre.model.loader import ModelError, load_model
 from gre.replicas.plan import PlanError, ReplicaPlan, discover_and_plan
-from gre.replicas.pool import ReplicaHandle, ReplicaPool
+from gre.replicas.pool import ReplicaHandle, ReplicaPool, SlotState
 from gre.replicas.replica import Replica
 
 log = logging.getLogger("gre.service")
@@ -238,7 +238,7 @@ class Service:
                 {
                     "name": slot.name,
                     "state": slot.state.value,
-                    "pid": slot.info.pid if slot.info and slot.state == "ready" else None,
+                    "pid": slot.info.pid if slot.info and slot.state is SlotState.READY else None,
                     "device": slot.device,
                     "restarts": slot.restarts,
                 }

@@ -64,3 +64,10 @@ def test_metric_reasons() -> None:
     assert ErrorCode.DEADLINE_EXCEEDED.reason == "deadline"
     assert ErrorCode.QUEUE_FULL.reason == "queue_full"
     assert ErrorCode.NOT_FOUND.reason is None
+
+
+def test_readme_lists_every_metric_reason() -> None:
+    text = (ROOT / "README.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `gre_rejected_total"))
+    listed = set(re.findall(r"`([a-z_]+)`", row.split("|")[3]))
+    assert listed == {c.reason for c in ErrorCode if c.reason is not None}
