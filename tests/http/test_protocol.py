@@ -1,6 +1,8 @@
-"""Clients that send slowly, too much, garbage, or hold connections open, against a real server:
-each is cut off with gre's JSON error while other clients are served, and nothing they sent
-is queued or dispatched."""
+"""Clients that send slowly or hold connections open, against a real server: each is cut off with
+gre's JSON error while other clients are served, and nothing they sent is queued or dispatched.
+
+Each starts a server, so only what needs one is here; tests/http/test_protocol_unit.py checks
+every refusal of gre.http.protocol byte for byte, in-process."""
 
 from __future__ import annotations
 
@@ -125,49 +127,6 @@ async def test_slow_body_gets_408_before_it_is_queued(tmp_path: Path) -> None:
         assert metric(text, "gre_requests_total", code="200") == 1
         assert metric(text, "gre_requests_total", code="500") == 0  # the cut-off is no 5xx
         assert metric(text, "gre_rejected_total", reason="request_timeout") == 1
-
-
-async def test_connection_that_sends_nothing_is_closed_without_an_answer(tmp_path: Path) -> None:
-    with running_server(tmp_path, *SLOW) as server:
-        async with raw_connection(server) as (reader, _):
-            assert await asyncio.wait_for(reader.read(), HANG_S) == b""
-
-
-async def test_body_trickling_after_an_early_answer_is_cut_off(tmp_path: Path) -> None:
-    # top_k=0 is answered 422 before the body is read; the client then keeps trickling it.
-    head = b"POST /api/classify?top_k=0 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
-    with running_server(tmp_path, *SLOW) as server:
-        raw = await trickle_until_closed(server, head, b"x" * 100_000)
-    status, _, body = split_response(raw)
-    assert status == 422
-    assert json.loads(body)["error"] == "bad_top_k"
-    assert b"HTTP/1.1" not in body, "a second answer was sent for the same request"
-
-
-async def test_oversized_head_gets_431(tmp_path: Path) -> None:
-    huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n"
-    with running_server(tmp_path, "--set", "max_header_bytes=16384") as server:
-        async with raw_connection(server) as (reader, writer):
-            writer.write(huge)
-            with contextlib.suppress(OSError):  # the server may close before reading it all
-                await writer.drain()
-            status, _, body = split_response(await asyncio.wait_for(reader.read(), HANG_S))
-        assert status == 431
-        assert json.loads(body) == {
-            "error": "headers_too_large",
-            "message": "the request head exceeds 16384 bytes",
-        }
-        assert httpx.get(f"{server.url}/healthz").status_code == 200
-
-
-async def test_malformed_request_gets_json_400(tmp_path: Path) -> None:
-    with running_server(tmp_path) as server:
-        async with raw_connection(server) as (reader, writer):
-            writer.write(b"\x00\x01 not HTTP at all\r\n\r\n")
-            status, headers, body = split_response(await asyncio.wait_for(reader.read(), HANG_S))
-        assert status == 400
-        assert headers["content-type"] == "application/json"
-        assert json.loads(body)["error"] == "bad_request"
 
 
 async def test_idle_keep_alive_connections_do_not_starve_others(tmp_path: Path) -> None:

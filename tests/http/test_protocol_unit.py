@@ -1,0 +1,472 @@
+"""LimitedHttpProtocol in-process, the way uvicorn's tests/protocols/test_http.py tests its own
+protocols: a mock transport records what is written, a mock loop records timers so that each test
+fires a deadline by hand (no sleeps, no sockets), and the protocol runs on a real uvicorn
+``Config`` and ``ServerState``. Every answer is asserted byte for byte.
+
+It also pins the uvicorn internals gre/http/protocol.py relies on, so that an upgrade that renames
+them fails here (pyproject.toml bounds uvicorn to the versions these tests passed on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+import gre.http.protocol
+from gre.http.protocol import LimitedHttpProtocol, Limits, limited_protocol
+
+HEAD_TIMEOUT_S = 0.001
+BODY_TIMEOUT_S = 0.002  # apart from the head's, so a test can tell the two timers apart
+KEEP_ALIVE_S = 5
+REQUEST_ID = "0123456789abcdef0123456789abcdef"
+#: What uvicorn's server puts before every answer's own headers.
+DEFAULT_HEADERS = [(b"date", b"Mon, 01 Jan 2024 00:00:00 GMT"), (b"server", b"uvicorn")]
+DEFAULT_LINES = b"date: Mon, 01 Jan 2024 00:00:00 GMT\r\nserver: uvicorn\r\n"
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\n" + DEFAULT_LINES + b"content-length: 2\r\n\r\nok"
+
+
+class MockTransport:
+    """Records what the protocol writes and whether it closed the connection."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.closed = False
+        self.read_paused = False
+
+    def get_extra_info(self, key: str, default: Any = None) -> Any:
+        """The addresses uvicorn puts in the scope; no socket, no TLS."""
+        info = {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}
+        return info.get(key, default)
+
+    def write(self, data: bytes) -> None:
+        """Record ``data``: nothing may be written after close."""
+        assert not self.closed, f"written after close: {data!r}"
+        self.buffer += data
+
+    def close(self) -> None:
+        """Mark closed (idempotent, as asyncio's transports are)."""
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self.closed
+
+    def pause_reading(self) -> None:
+        """Record uvicorn's flow control."""
+        self.read_paused = True
+
+    def resume_reading(self) -> None:
+        """Record uvicorn's flow control."""
+        self.read_paused = False
+
+
+class MockTimerHandle:
+    """A ``call_later`` timer that runs only when a test fires it."""
+
+    def __init__(self, loop: MockLoop, delay: float, callback: Callable[..., None], args: Any):
+        self.loop, self.delay, self.callback, self.args = loop, delay, callback, args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Unschedule it, as ``asyncio.TimerHandle.cancel`` does."""
+        if not self.cancelled:
+            self.cancelled = True
+            self.loop.timers.remove(self)
+
+    def fire(self) -> None:
+        """Run it now, as the loop would once ``delay`` has passed."""
+        self.cancel()
+        self.callback(*self.args)
+
+
+class MockLoop:
+    """Records timers (see :meth:`fire`); runs the ASGI tasks on the test's real loop, so that a
+    test can fire a deadline while the application awaits ``receive()``."""
+
+    def __init__(self) -> None:
+        self.timers: list[MockTimerHandle] = []
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def call_later(
+        self, delay: float, callback: Callable[..., None], *args: Any
+    ) -> MockTimerHandle:
+        """Record a timer instead of scheduling it."""
+        handle = MockTimerHandle(self, delay, callback, args)
+        self.timers.append(handle)
+        return handle
+
+    def create_task(self, coroutine: Any, **kwargs: Any) -> asyncio.Task[None]:
+        """Run an ASGI cycle as a real task, kept for :meth:`finish`."""
+        task = asyncio.get_running_loop().create_task(coroutine, **kwargs)
+        self.tasks.append(task)
+        return task
+
+    def timer(self, protocol: HttpToolsProtocol, delay: float) -> MockTimerHandle:
+        """``protocol``'s one pending timer of ``delay`` seconds."""
+        found = [
+            t
+            for t in self.timers
+            if getattr(t.callback, "__self__", None) is protocol and t.delay == delay
+        ]
+        assert len(found) == 1, f"pending timers: {[(t.callback, t.delay) for t in self.timers]}"
+        return found[0]
+
+    def fire(self, protocol: HttpToolsProtocol, delay: float) -> None:
+        """Fire ``protocol``'s pending timer of ``delay`` seconds, as if that much time passed."""
+        self.timer(protocol, delay).fire()
+
+    async def finish(self) -> None:
+        """Let every ASGI task run to its end."""
+        await asyncio.wait_for(asyncio.gather(*self.tasks), 5)
+
+
+class App:
+    """A tiny ASGI application: reads the whole body, recording each ``receive()`` message, then
+    answers 200 ``ok``; on ``/early`` it answers 422 at once, without reading the body."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.receiving = asyncio.Event()  # set while it awaits receive()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/early":
+            await answer(send, 422, b"no")
+            return
+        while True:
+            self.receiving.set()
+            message = await receive()
+            self.receiving.clear()
+            self.messages.append(dict(message))
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        await answer(send, 200, b"ok")  # dropped by uvicorn after a disconnect
+
+
+async def answer(send: Send, status: int, body: bytes) -> None:
+    """Send a whole response of ``status`` and ``body``."""
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Harness:
+    """One uvicorn server's state (real ``Config`` and ``ServerState``) around a mock loop;
+    :meth:`connect` opens connections to it."""
+
+    def __init__(self, **limits: Any) -> None:
+        self.app = App()
+        self.rejected: list[str] = []
+        settings = {"header_timeout_s": HEAD_TIMEOUT_S, "body_timeout_s": BODY_TIMEOUT_S, **limits}
+        self.limits = Limits(**settings, on_reject=self.rejected.append)
+        self.loop = MockLoop()
+        self.config = Config(
+            app=self.app,
+            http=limited_protocol(self.limits),
+            timeout_keep_alive=KEEP_ALIVE_S,
+            log_config=None,  # leave the test process's logging alone
+        )
+        self.config.load()
+        self.server_state = ServerState()
+        self.server_state.default_headers = list(DEFAULT_HEADERS)
+
+    def connect(self) -> tuple[LimitedHttpProtocol, MockTransport]:
+        """A new connection, as uvicorn's server makes one: its protocol and transport."""
+        protocol_cls = self.config.http_protocol_class
+        assert issubclass(protocol_cls, LimitedHttpProtocol)
+        protocol = protocol_cls(
+            config=self.config,
+            server_state=self.server_state,
+            app_state={},
+            _loop=self.loop,  # type: ignore[arg-type]
+        )
+        transport = MockTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        return protocol, transport
+
+
+@pytest.fixture(autouse=True)
+def fixed_request_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every refusal's ``X-Request-Id`` is :data:`REQUEST_ID`, so answers compare byte for byte."""
+    monkeypatch.setattr(gre.http.protocol, "new_request_id", lambda: REQUEST_ID)
+
+
+def refusal(status: bytes, body: bytes, *extra: bytes) -> bytes:
+    """The exact bytes of a refusal the protocol writes itself: ``status`` line, uvicorn's default
+    headers, the JSON ``body``'s type and length, ``extra`` header lines, ``Connection: close``
+    and the request id."""
+    return b"".join(
+        [
+            b"HTTP/1.1 " + status + b"\r\n",
+            DEFAULT_LINES,
+            b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
+            *extra,
+            b"connection: close\r\nx-request-id: " + REQUEST_ID.encode() + b"\r\n\r\n",
+            body,
+        ]
+    )
+
+
+def json_body(raw: bytes) -> Any:
+    """The JSON body of one raw response."""
+    return json.loads(raw.partition(b"\r\n\r\n")[2])
+
+
+def test_head_deadline_before_the_head_completes_gets_408_and_closes() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaa")
+    server.loop.fire(protocol, HEAD_TIMEOUT_S)
+    message = "the request head (request line and headers) did not arrive within 0.001 s"
+    body = b'{"error":"request_timeout","message":"%s"}' % message.encode()
+    assert transport.buffer == refusal(b"408 Request Timeout", body)
+    assert json_body(transport.buffer) == {"error": "request_timeout", "message": message}
+    assert transport.closed
+    assert server.rejected == ["request_timeout"]
+    protocol.data_received(b"\r\n\r\n")  # the rest of the head, too late: ignored
+    assert server.app.messages == []
+    assert transport.buffer == refusal(b"408 Request Timeout", body)
+
+
+async def test_body_deadline_mid_body_gets_408_and_the_app_sees_a_disconnect() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\npart")
+    await server.app.receiving.wait()  # it has read "part" and awaits the rest
+    server.loop.fire(protocol, BODY_TIMEOUT_S)
+    message = "the request body did not arrive within 0.002 s"
+    body = b'{"error":"request_timeout","message":"%s"}' % message.encode()
+    assert transport.buffer == refusal(b"408 Request Timeout", body)
+    assert transport.closed
+    await server.loop.finish()
+    assert server.app.messages == [
+        {"type": "http.request", "body": b"part", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    assert transport.buffer == refusal(b"408 Request Timeout", body), "the app's answer is dropped"
+    assert server.rejected == ["request_timeout"]
+
+
+async def test_body_deadline_after_an_early_answer_closes_without_a_second_answer() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nx")
+    await server.loop.finish()
+    phrase = http.HTTPStatus(422).phrase.encode()  # its wording varies with Python's version
+    early = b"HTTP/1.1 422 " + phrase + b"\r\n" + DEFAULT_LINES + b"content-length: 2\r\n\r\nno"
+    assert transport.buffer == early
+    protocol.data_received(b"x" * 100)  # the body trickles on
+    server.loop.fire(protocol, BODY_TIMEOUT_S)
+    assert transport.buffer == early
+    assert transport.closed
+    assert server.rejected == ["request_timeout"]
+
+
+async def test_kept_alive_head_deadline_runs_from_the_next_requests_first_byte() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(GET)
+    await server.loop.finish()
+    assert transport.buffer == OK
+    # Idle between requests only uvicorn's keep-alive timer runs, not a head deadline.
+    assert [t.delay for t in server.loop.timers] == [KEEP_ALIVE_S]
+    protocol.data_received(b"GET / HTTP/1.1\r\n")
+    server.loop.fire(protocol, HEAD_TIMEOUT_S)
+    message = "the request head (request line and headers) did not arrive within 0.001 s"
+    body = b'{"error":"request_timeout","message":"%s"}' % message.encode()
+    assert transport.buffer == OK + refusal(b"408 Request Timeout", body)
+    assert transport.closed
+    assert server.rejected == ["request_timeout"]
+
+
+def test_connection_that_sent_nothing_is_closed_without_an_answer() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    server.loop.fire(protocol, HEAD_TIMEOUT_S)
+    assert transport.closed
+    assert transport.buffer == b""
+    assert server.rejected == ["request_timeout"]
+
+
+async def test_head_deadline_while_answering_lets_the_answer_finish_then_closes() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
+    await server.app.receiving.wait()
+    protocol.data_received(b"bodyGET / HTTP/1.1\r\n")  # the body, then a pipelined head stalls
+    server.loop.fire(protocol, HEAD_TIMEOUT_S)
+    assert not transport.closed
+    await server.loop.finish()
+    assert transport.buffer == OK[:-4] + b"connection: close\r\n\r\nok"
+    assert transport.closed
+    assert server.rejected == ["request_timeout"]
+
+
+HUGE_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n"
+TOO_LARGE = b'{"error":"headers_too_large","message":"the request head exceeds 1024 bytes"}'
+
+
+@pytest.mark.parametrize("chunk", [len(HUGE_HEAD), 100, 1], ids=["one read", "100 B", "1 B"])
+async def test_head_over_max_header_bytes_gets_431(chunk: int) -> None:
+    server = Harness(max_header_bytes=1024)
+    protocol, transport = server.connect()
+    for start in range(0, len(HUGE_HEAD), chunk):
+        protocol.data_received(HUGE_HEAD[start : start + chunk])
+    assert transport.buffer == refusal(b"431 Request Header Fields Too Large", TOO_LARGE)
+    assert json_body(transport.buffer) == {
+        "error": "headers_too_large",
+        "message": "the request head exceeds 1024 bytes",
+    }
+    assert transport.closed
+    assert server.rejected == ["headers_too_large"]
+    assert server.app.messages == []
+    other, other_transport = server.connect()  # the server serves others as before
+    other.data_received(GET)
+    await server.loop.finish()
+    assert other_transport.buffer == OK
+
+
+def test_malformed_request_gets_json_400() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(b"\x00\x01 not HTTP at all\r\n\r\n")
+    message = "malformed HTTP request (Invalid HTTP request received)"
+    body = b'{"error":"bad_request","message":"%s"}' % message.encode()
+    assert transport.buffer == refusal(b"400 Bad Request", body)
+    assert json_body(transport.buffer) == {"error": "bad_request", "message": message}
+    assert transport.closed
+    assert server.rejected == ["bad_request"]
+
+
+async def test_over_max_connections_an_idle_kept_alive_connection_makes_room() -> None:
+    server = Harness(max_connections=2)
+    busy, busy_transport = server.connect()
+    busy.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\npart")
+    idle, idle_transport = server.connect()
+    idle.data_received(GET)
+    await server.app.receiving.wait()
+    await asyncio.wait_for(server.loop.tasks[1], 5)  # the idle one's request is answered
+    assert idle_transport.buffer == OK
+    assert not idle_transport.closed
+    new, new_transport = server.connect()
+    assert idle_transport.closed, "the idle connection was not closed to make room"
+    assert idle_transport.buffer == OK
+    assert not busy_transport.closed
+    new.data_received(GET)
+    busy.data_received(b"123456")
+    await server.loop.finish()
+    assert new_transport.buffer == OK
+    assert busy_transport.buffer == OK
+    assert server.rejected == []
+
+
+async def test_over_max_connections_all_busy_the_new_request_gets_503() -> None:
+    server = Harness(max_connections=2)
+    busy = [server.connect() for _ in range(2)]
+    for protocol, _ in busy:  # each with a request in progress, its body unfinished
+        protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\npart")
+    new, new_transport = server.connect()
+    assert not any(transport.closed for _, transport in busy)
+    new.data_received(GET)
+    await asyncio.wait_for(server.loop.tasks[-1], 5)
+    body = b'{"error":"too_many_connections","message":"every connection is busy with a request;'
+    body += b' retry shortly"}'
+    assert new_transport.buffer == b"".join(
+        [
+            b"HTTP/1.1 503 Service Unavailable\r\n",
+            DEFAULT_LINES,
+            b"retry-after: 1\r\nconnection: close\r\nx-request-id: ",
+            REQUEST_ID.encode(),
+            b"\r\ncontent-length: %d\r\ncontent-type: application/json\r\n\r\n" % len(body),
+            body,
+        ]
+    )
+    assert json_body(new_transport.buffer) == {
+        "error": "too_many_connections",
+        "message": "every connection is busy with a request; retry shortly",
+    }
+    assert new_transport.closed
+    assert server.rejected == ["too_many_connections"]
+    assert not any(transport.closed for _, transport in busy)
+    for protocol, _ in busy:
+        protocol.data_received(b"123456")
+    await server.loop.finish()
+    assert all(transport.buffer == OK for _, transport in busy)
+
+
+async def test_answer_before_the_body_ended_rearms_the_keep_alive_timer() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    await server.loop.finish()
+    assert transport.buffer.startswith(b"HTTP/1.1 422 ")
+    protocol.data_received(b"defghij")  # the body ends; uvicorn's data_received disarmed the timer
+    keep_alive: object = protocol.timeout_keep_alive_task
+    assert keep_alive is not None
+    assert keep_alive is server.loop.timer(protocol, KEEP_ALIVE_S)
+    assert not transport.closed
+    server.loop.fire(protocol, KEEP_ALIVE_S)
+    assert transport.closed
+    assert server.rejected == []
+
+
+async def test_uvicorn_internals_gre_relies_on_exist() -> None:
+    """gre/http/protocol.py reads and overrides these; an upgrade that renames one must fail
+    here, not in production (then fix protocol.py and raise the bound in pyproject.toml)."""
+    version = f"uvicorn {uvicorn.__version__}"
+    hint = "gre/http/protocol.py relies on it"
+    for method in (
+        "connection_made",
+        "connection_lost",
+        "data_received",
+        "on_message_begin",
+        "on_url",
+        "on_header",
+        "on_headers_complete",
+        "on_body",
+        "on_message_complete",
+        "send_400_response",
+        "timeout_keep_alive_handler",
+    ):
+        assert callable(getattr(HttpToolsProtocol, method, None)), f"{version}: {method}; {hint}"
+    config = Config(app=App(), log_config=None)
+    config.load()
+    server_state = ServerState()
+    loop = MockLoop()
+    protocol = HttpToolsProtocol(
+        config=config,
+        server_state=server_state,
+        app_state={},
+        _loop=loop,  # type: ignore[arg-type]
+    )
+    protocol.connection_made(MockTransport())  # type: ignore[arg-type]
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
+    for name in (
+        "cycle",
+        "timeout_keep_alive_task",
+        "timeout_keep_alive",
+        "server_state",
+        "connections",
+        "loop",
+        "transport",
+        "app",
+    ):
+        assert hasattr(protocol, name), f"{version}: HttpToolsProtocol.{name}; {hint}"
+    assert protocol.connections is server_state.connections, f"{version}: connections; {hint}"
+    assert isinstance(protocol.server_state.default_headers, list), f"{version}: {hint}"
+    for name in ("response_complete", "response_started", "keep_alive", "disconnected"):
+        assert hasattr(protocol.cycle, name), f"{version}: RequestResponseCycle.{name}; {hint}"
+    assert isinstance(protocol.cycle.message_event, asyncio.Event), f"{version}: {hint}"
+    for task in loop.tasks:  # the application awaits a body that never comes
+        task.cancel()
