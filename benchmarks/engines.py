@@ -8,7 +8,7 @@ are warmed up with two forwards each, then timed with forwards alternating betwe
 ``--seconds`` seconds (at least 3 each), so that both see the same machine; images/s is the
 batch size over the median forward time (the best forward's figure in brackets). The batch is
 real photos preprocessed with the model's conventions. open_nsfw runs with its real weights,
-zoo models with the seeded random weights of tests/zoo.py (built and cached on first use; the
+zoo models with the seeded random weights of benchmarks/zoo.py (built and cached on first use; the
 weights do not change the work a forward does). The last column is opencv / caffe. About 1-2
 minutes on 2 cores with the defaults.
 """
@@ -26,14 +26,14 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.data import SHARED
+from benchmarks.zoo import ZOO_MODELS, zoo_weights
 from gre.config import PreprocessConfig, resolve_path
 from gre.messages import Device
 from gre.model.engines import Engine, caffe_importable, load_engine
 from gre.model.imaging import decode_bgr
 from gre.model.preprocess import Preprocessor
 from gre.model.prototxt import read_net_spec
-from tests.support import SHARED
-from tests.zoo import ZOO_MODELS, zoo_weights
 
 ENGINES = ("caffe", "opencv")
 PHOTOS = ("cat.jpg", "fish-bike.jpg", "cat_gray.jpg")

@@ -9,7 +9,7 @@ This serves CaffeNet with gre and runs the same hey invocation, scaled down (``-
 anyone can set this machine's figure beside GRE's. CaffeNet's files come from
 ``models/bvlc_reference_caffenet/`` when they are there (``config/bvlc_reference_caffenet.toml``,
 real weights); otherwise from ../shared: its deploy prototxt with seeded random weights made by
-tests/zoo.py (the same work per forward as the real ones; needs pycaffe once, then cached),
+benchmarks/zoo.py (the same work per forward as the real ones; needs pycaffe once, then cached),
 the ILSVRC-2012 synset words and mean image (``mean_mode = "image"``, as the config).
 """
 
@@ -39,7 +39,7 @@ def caffenet_args() -> tuple[list[str], str]:
     real = ROOT / "models" / CAFFENET / f"{CAFFENET}.caffemodel"
     if real.is_file():
         return ["--config", str(ROOT / "config" / f"{CAFFENET}.toml")], f"real weights ({real})"
-    from tests.zoo import zoo_weights
+    from benchmarks.zoo import zoo_weights
 
     deploy = SHARED / "models" / CAFFENET / "deploy.prototxt"
     weights = zoo_weights(deploy, CAFFENET)

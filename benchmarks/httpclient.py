@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import cast
+from typing import Self, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -88,7 +88,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
 
     @classmethod
-    async def open(cls, target: Target, keep_body: bool = False) -> Connection:
+    async def open(cls, target: Target, keep_body: bool = False) -> Self:
         """Connect to ``target`` (raises OSError when refused)."""
         loop = asyncio.get_running_loop()
         _, protocol = await loop.create_connection(lambda: cls(keep_body), target.host, target.port)

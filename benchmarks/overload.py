@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import uvloop
 
+from benchmarks.data import distinct_jpegs
 from benchmarks.httpclient import Connection, Target, build_request, fetch
 from benchmarks.rss import rss_table, service_rss
 from benchmarks.servers import gre_for_script
-from tests.support import distinct_jpegs
 
 #: 503s must be answered within this (ms, p99).
 REJECT_TARGET_MS = 50.0

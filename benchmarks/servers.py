@@ -10,9 +10,6 @@ import importlib
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -20,8 +17,25 @@ from typing import Any
 
 from benchmarks.httpclient import Target
 from benchmarks.machine import GRE_PACKAGES, package_versions
-from tests.support import free_port, stop
-from tests.support import running_server as running_gre_server
+from gre.testing import answers, free_port, running, stop
+from gre.testing import running_gre as running_gre_process
+
+__all__ = [
+    "GRE_BENCH_SETTINGS",
+    "answers",
+    "free_port",
+    "gre_command",
+    "gre_flags",
+    "gre_for_script",
+    "log_path",
+    "peer_names",
+    "running_gre",
+    "running_server",
+    "server_versions",
+    "serving",
+    "stop",
+    "trivial_endpoint",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: gre's settings for benchmarks unless told otherwise: one JSON log line per request is an
@@ -29,43 +43,19 @@ ROOT = Path(__file__).resolve().parent.parent
 GRE_BENCH_SETTINGS = ("access_log=false",)
 
 
-def answers(url: str) -> bool:
-    """GET ``url`` answers 200 within 2 s (no proxy: the server is local)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @contextmanager
 def serving(
     command: Sequence[str], ready_url: str, log: Path, timeout_s: float = 180.0
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` (output to ``log``) until ``ready_url`` answers 200; stop it on exit.
+    """Run ``command`` (output to ``log``, in the repository) until ``ready_url`` answers 200;
+    stop it on exit (SIGTERM, then SIGKILL).
 
     Raises:
-        RuntimeError: it exits or is not ready within ``timeout_s``; the message ends with
-            the last lines of its log.
+        gre.testing.StartError: it exits or is not ready within ``timeout_s`` seconds; the
+            message ends with the last lines of its log.
     """
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        end = time.monotonic() + timeout_s
-        while not answers(ready_url):
-            if process.poll() is not None or time.monotonic() > end:
-                state = (
-                    f"exited with {process.returncode}"
-                    if process.poll() is not None
-                    else (f"not ready after {timeout_s:.0f} s")
-                )
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-                raise RuntimeError(f"{' '.join(command)}: {state}; its log ({log}):\n{tail}")
-            time.sleep(0.1)
+    with running(command, log=log, ready=ready_url, cwd=ROOT, timeout_s=timeout_s) as process:
         yield process
-    finally:
-        stop(process)
 
 
 def log_path(name: str, port: int) -> Path:
@@ -75,12 +65,18 @@ def log_path(name: str, port: int) -> Path:
     return directory / f"{name}-{port}.log"
 
 
+def gre_flags(
+    engine: str, args: Sequence[str] = (), settings: Sequence[str] = GRE_BENCH_SETTINGS
+) -> list[str]:
+    """``gre serve``'s flags after ``--port``: ``--engine ENGINE ARGS --set S...``."""
+    return ["--engine", engine, *args, *(x for setting in settings for x in ("--set", setting))]
+
+
 def gre_command(
     port: int, engine: str, args: Sequence[str] = (), settings: Sequence[str] = GRE_BENCH_SETTINGS
 ) -> list[str]:
     """``python -m gre serve --port PORT --engine ENGINE ARGS --set S...`` as a list."""
-    sets = [x for setting in settings for x in ("--set", setting)]
-    return ["python", "-m", "gre", "serve", "--port", str(port), "--engine", engine, *args, *sets]
+    return ["python", "-m", "gre", "serve", "--port", str(port), *gre_flags(engine, args, settings)]
 
 
 @contextmanager
@@ -88,12 +84,16 @@ def running_gre(
     *, port: int, engine: str = "opencv", args: Sequence[str] = (),
     settings: Sequence[str] = GRE_BENCH_SETTINGS,
 ) -> Iterator[str]:  # fmt: skip
-    """:func:`gre_command` run; yields its base URL once ``/readyz`` answers 200 (every
-    replica loaded and warmed up)."""
-    command = [sys.executable, *gre_command(port, engine, args, settings)[1:]]
-    base = f"http://127.0.0.1:{port}"
-    with serving(command, f"{base}/readyz", log_path(f"gre-{engine}", port)):
-        yield base
+    """:func:`gre_command` run (with this interpreter); yields its base URL once ``/readyz``
+    answers 200 (every replica loaded and warmed up).
+
+    Raises:
+        gre.testing.StartError: it exited or was not ready within 180 s.
+    """
+    flags = gre_flags(engine, args, settings)
+    log = log_path(f"gre-{engine}", port)
+    with running_gre_process(*flags, port=port, log=log, cwd=ROOT) as server:
+        yield server.url
 
 
 @contextmanager
@@ -104,7 +104,8 @@ def gre_for_script(config: Path | None, settings: Sequence[str]) -> Iterator[tup
     flags = [x for s in [*GRE_BENCH_SETTINGS, *settings] for x in ("--set", s)]
     if config:
         flags += ["--config", str(config)]
-    with tempfile.TemporaryDirectory() as tmp, running_gre_server(Path(tmp), *flags) as server:
+    port = free_port()
+    with running_gre_process(*flags, port=port, log=log_path("gre", port), cwd=ROOT) as server:
         yield Target.parse(f"{server.url}/api/classify"), server.process.pid
 
 

@@ -19,15 +19,16 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.data import ROOT, SHARED
+from benchmarks.servers import free_port, log_path
 from gre.config import Config, load_config
 from gre.offline import build_classifier
 from gre.replicas.replica import Replica
 from gre.service import Service
-from tests.support import SHARED, running_server
+from gre.testing import running_gre
 
 BATCH_SIZES = (1, 4, 8, 16, 32)
 
@@ -119,7 +120,8 @@ def main() -> None:
     flags = [x for s in args.settings for x in ("--set", s)]
     if args.config:
         flags += ["--config", str(args.config)]
-    with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp), *flags) as server:
+    port = free_port()
+    with running_gre(*flags, port=port, log=log_path("gre", port), cwd=ROOT) as server:
         url = f"{server.url}/api/classify"
         hey(url, args.image, 16, 200)  # warm-up
         saturated = hey(url, args.image, 16, args.requests)

@@ -40,11 +40,11 @@ import cv2
 import numpy as np
 import uvloop
 
+from benchmarks.data import distinct_jpegs, photo_paths
 from benchmarks.httpclient import Connection, Target, fetch
 from benchmarks.rss import MIB, rss_table, service_rss
 from benchmarks.servers import gre_for_script
 from gre.config import load_config
-from tests.support import distinct_jpegs, photo_paths
 
 #: The most each process's RSS may grow from after the warm-up to the end.
 RSS_TARGET_BYTES = 50 * 1000 * 1000

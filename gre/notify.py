@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 
 import sdnotify
 
@@ -15,8 +16,12 @@ import sdnotify
 class SystemdNotifier:
     """Tells systemd when gre is ready, when it stops, and that its event loop is alive."""
 
-    def __init__(self) -> None:
-        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        """Read ``NOTIFY_SOCKET`` and the watchdog's variables from ``environ`` (default
+        ``os.environ``; tests pass their own, so that they do not depend on whether systemd
+        runs them). The socket sdnotify sends to is still the one ``os.environ`` names."""
+        self._environ = os.environ if environ is None else environ
+        self.enabled = bool(self._environ.get("NOTIFY_SOCKET"))
         self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
 
     def notify(self, state: str) -> None:
@@ -27,8 +32,8 @@ class SystemdNotifier:
     def watchdog_interval_s(self) -> float | None:
         """Half of ``WatchdogSec=`` (from ``WATCHDOG_USEC``), as sd_watchdog_enabled(3)
         advises; ``None`` when the watchdog is off or meant for another process."""
-        usec = os.environ.get("WATCHDOG_USEC")
-        pid = os.environ.get("WATCHDOG_PID")
+        usec = self._environ.get("WATCHDOG_USEC")
+        pid = self._environ.get("WATCHDOG_PID")
         if not self.enabled or not usec or (pid and int(pid) != os.getpid()):
             return None
         return int(usec) / 2e6

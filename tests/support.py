@@ -1,158 +1,109 @@
-"""Test support: the shared data beside the repo, real photos, and a real gre server."""
+"""Test support: the shared data beside the repo, real photos, and a real gre server.
+
+The data helpers are :mod:`benchmarks.data`'s, failing the test (saying how to get the data)
+where those raise :class:`~benchmarks.data.DataMissing`; the server is
+:func:`gre.testing.running_gre`'s.
+"""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import httpx
 import numpy as np
+import numpy.typing as npt
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("GRE_SHARED", ROOT.parent / "shared"))
+from benchmarks import data
+from benchmarks.data import ROOT, SHARED, DataMissing
+from gre.testing import RunningGre, free_port, running_gre, stop
+
+__all__ = [
+    "ROOT",
+    "SHARED",
+    "Server",
+    "distinct_jpegs",
+    "free_port",
+    "package_file",
+    "photo_paths",
+    "running_server",
+    "shared",
+    "shared_image",
+    "stop",
+]
 
 
 def shared(relative: str) -> Path:
     """A file under ../shared (or $GRE_SHARED); fails the test, saying how to get it, if absent."""
-    path = SHARED / relative
-    if not path.exists():
-        pytest.fail(
-            f"{path} is missing: gre's tests need the shared data folder beside the repository "
-            "(../shared, with images/, data/ilsvrc12/ and models/); set GRE_SHARED to its path"
-        )
-    return path
+    try:
+        return data.shared_path(relative)
+    except DataMissing as exc:
+        pytest.fail(str(exc))
+
+
+def shared_image(relative: str, flags: int = cv2.IMREAD_COLOR) -> npt.NDArray[np.uint8]:
+    """``cv2.imread`` of the :func:`shared` file ``relative`` (BGR, 8-bit by default); fails
+    the test if it is absent or OpenCV cannot read it."""
+    path = shared(relative)
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        pytest.fail(f"OpenCV cannot read {path}")
+    return np.asarray(image, dtype=np.uint8)
 
 
 def package_file(package: str, relative: str) -> Path:
-    """A data file shipped inside an installed package (scikit-learn / scikit-image photos)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail(f"package {package!r} is missing: run `make test` (it installs .[dev])")
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    assert path.is_file(), f"{path} not found in {package}"
-    return path
+    """A data file shipped inside an installed package (scikit-learn / scikit-image photos);
+    fails the test, saying how to get it, if absent."""
+    try:
+        return data.package_file(package, relative)
+    except DataMissing as exc:
+        pytest.fail(str(exc))
 
 
 def photo_paths() -> list[Path]:
     """Real photos: ../shared/images and those scikit-learn and scikit-image ship."""
-    return [
-        shared("images/cat.jpg"),
-        shared("images/cat_gray.jpg"),
-        shared("images/fish-bike.jpg"),
-        package_file("sklearn", "datasets/images/china.jpg"),
-        package_file("sklearn", "datasets/images/flower.jpg"),
-        package_file("skimage", "data/astronaut.png"),
-        package_file("skimage", "data/coffee.png"),
-        package_file("skimage", "data/chelsea.png"),
-        package_file("skimage", "data/rocket.jpg"),
-        package_file("skimage", "data/motorcycle_left.png"),
-    ]
+    try:
+        return data.photo_paths()
+    except DataMissing as exc:
+        pytest.fail(str(exc))
 
 
 def distinct_jpegs(count: int) -> list[bytes]:
     """``count`` distinct real-photo JPEGs: the photos, then crops and flips of them."""
-    photos = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in photo_paths()]
-    images: list[bytes] = []
-    variant = 0
-    while len(images) < count:
-        for photo in photos:
-            h, w = photo.shape[:2]
-            step = variant % 4
-            crop = photo[step * h // 10 : h - step * h // 20, step * w // 12 :]
-            if variant // 4 % 2:
-                crop = crop[:, ::-1]
-            ok, encoded = cv2.imencode(
-                ".jpg", np.ascontiguousarray(crop), [cv2.IMWRITE_JPEG_QUALITY, 92]
-            )
-            assert ok
-            images.append(encoded.tobytes())
-            if len(images) == count:
-                break
-        variant += 1
-    return images
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    try:
+        return data.distinct_jpegs(count)
+    except DataMissing as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass
-class Server:
-    """A ``gre serve`` process on 127.0.0.1 and an HTTP client for it."""
-
-    process: subprocess.Popen[str]
-    url: str
-    log: Path
+class Server(RunningGre):
+    """A ``gre serve`` process on 127.0.0.1 (:class:`gre.testing.RunningGre`) and an HTTP
+    client for it."""
 
     def client(self, **kwargs: object) -> httpx.Client:
+        """An httpx client on :attr:`url` with a 60 s timeout; ``kwargs`` go to httpx."""
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)  # type: ignore[arg-type]
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 @contextmanager
 def running_server(
     tmp_path: Path, *args: str, env: dict[str, str] | None = None, ready: bool = True
 ) -> Iterator[Server]:
-    """Start ``python -m gre serve ARGS`` on a free port; wait for /readyz 200 unless told not
-    to; SIGTERM it afterwards. The server's output goes to a log file the test can read."""
+    """Start ``python -m gre serve ARGS`` on a free port; wait for /readyz 200 (at most 90 s)
+    unless told not to; SIGTERM it afterwards. The server's output goes to a log file under
+    ``tmp_path`` the test can read.
+
+    Raises:
+        gre.testing.StartError: it exited or was not ready in time (with its log's tail).
+    """
     port = free_port()
     log = tmp_path / f"gre-{port}.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gre", "serve", "--port", str(port), *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        if ready:
-            wait_ready(server)
-        yield server
-    finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen[Any]) -> None:
-    """SIGTERM ``process`` if it still runs (a gre server drains); SIGKILL it after 30 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_ready(server: Server, timeout_s: float = 90.0) -> None:
-    """Poll /readyz until 200; fails with the server's output if it exits or times out."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if server.process.poll() is not None:
-            pytest.fail(f"gre serve exited with {server.process.returncode}:\n{server.output()}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"gre serve not ready after {timeout_s} s:\n{server.output()}")
+    with running_gre(
+        *args, port=port, log=log, env=env, cwd=ROOT, ready=ready, timeout_s=90.0
+    ) as server:
+        yield Server(server.process, server.url, server.log)

@@ -46,7 +46,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
     path = folder / "gre.toml"
     path.write_text('[model]\nsynset_words = "words.txt"\n')
     config = load_config(path, NO_ENV)
-    assert config.model.synset_words == folder / "words.txt"
+    assert config.model.synset_words == (folder / "words.txt").resolve()
     assert config.model.labels is None  # synset words replace the default inline labels
 
 

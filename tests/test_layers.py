@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "gre.offline": 4,
     "gre.http": 5,
     "gre.cli": 6,
+    "gre.testing": 6,
     "gre.__main__": 6,
     "gre": 0,  # the package itself: its version only
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from gre.notify import SystemdNotifier
 from tests.support import running_server
 
 
@@ -39,8 +41,32 @@ def test_ready_after_readyz_watchdog_pings_and_stopping(tmp_path: Path) -> None:
 
 
 def test_no_notify_socket_means_no_watchdog() -> None:
-    from gre.notify import SystemdNotifier
-
-    notifier = SystemdNotifier()
+    notifier = SystemdNotifier({"WATCHDOG_USEC": "400000"})
     assert notifier.enabled is False
     assert notifier.watchdog_interval_s() is None
+    notifier.notify("READY=1")  # a no-op, not an error
+
+
+def test_notify_socket_and_watchdog_mean_half_the_watchdog_interval() -> None:
+    environ = {"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "400000"}
+    assert (
+        SystemdNotifier({**environ, "WATCHDOG_PID": str(os.getpid())}).watchdog_interval_s() == 0.2
+    )
+    notifier = SystemdNotifier(environ)
+    assert notifier.enabled is True
+    assert notifier.watchdog_interval_s() == 0.2
+
+
+def test_notify_socket_without_watchdog_means_no_pings() -> None:
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": "/run/systemd/notify"})
+    assert notifier.enabled is True
+    assert notifier.watchdog_interval_s() is None
+
+
+def test_a_watchdog_for_another_process_is_not_ours() -> None:
+    environ = {
+        "NOTIFY_SOCKET": "/run/systemd/notify",
+        "WATCHDOG_USEC": "400000",
+        "WATCHDOG_PID": str(os.getpid() + 1),
+    }
+    assert SystemdNotifier(environ).watchdog_interval_s() is None

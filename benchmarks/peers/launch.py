@@ -8,7 +8,8 @@ SIGKILL after a grace period, then SIGKILLs any process still carrying that ``GR
 value, which catches what left the group (Ray's raylet, GCS and workers): nothing started by
 the peer outlives it, and nothing else is touched.
 
-Only the standard library here: this module is imported inside the peers' venvs too.
+Only the standard library (and :mod:`gre.testing`, which is too) here: this module is
+imported inside the peers' venvs too.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.peers.venvs import ROOT, check_name, ensure_venv
+from gre.testing import StartError, running
 
 #: SIGTERM to SIGKILL, s: long enough for a graceful shutdown (Ray's takes a few seconds).
 STOP_GRACE_S = 30.0
 
 
-class PeerStartError(RuntimeError):
+class PeerStartError(StartError):
     """The peer exited or did not answer in time; the message ends with its log."""
 
 
@@ -88,7 +90,6 @@ def running_peer(
     log_path = log or run_dir / "server.log"
     url = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "PATH": os.pathsep.join([str(venv / "bin"), os.environ.get("PATH", "")]),
         "VIRTUAL_ENV": str(venv),
@@ -100,47 +101,24 @@ def running_peer(
         "BENTOML_HOME": str(run_dir / "bentoml"),
     }
     command = [str(venv / "bin" / "python"), "-m", f"benchmarks.peers.{name}.server"]
-    with log_path.open("w") as out:
-        process = subprocess.Popen(
-            [*command, "--port", str(port), "--engine", engine],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-        )
     try:
-        _wait_classifies(name, url, process, log_path, start_timeout_s)
-        yield url
+        with running(
+            [*command, "--port", str(port), "--engine", engine],
+            log=log_path,
+            ready=lambda: classifies(url) == 200,
+            env=env,
+            cwd=ROOT,
+            # A group of its own, for _stop's killpg; the GRE_PEER_RUN sweep catches the rest.
+            start_new_session=True,
+            timeout_s=start_timeout_s,
+            poll_s=0.5,
+            name=f"peer {name} at {url}",
+            error=PeerStartError,
+            stopper=lambda process: _stop(process, str(run_dir)),
+        ):
+            yield url
     finally:
-        _stop(process, str(run_dir))
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _wait_classifies(
-    name: str, url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float
-) -> None:
-    end = time.monotonic() + timeout_s
-    status: int | None = None
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            raise PeerStartError(
-                f"peer {name} exited with {process.returncode} before answering:\n{_tail(log)}"
-            )
-        status = classifies(url)
-        if status == 200:
-            return
-        time.sleep(0.5)
-    raise PeerStartError(
-        f"peer {name} did not classify at {url} within {timeout_s:.0f} s "
-        f"(last status: {status}):\n{_tail(log)}"
-    )
-
-
-def _tail(log: Path, size: int = 12_000) -> str:
-    text = log.read_text(errors="replace") if log.exists() else ""
-    return text[-size:]
 
 
 def _stop(process: subprocess.Popen[bytes], marker: str) -> None:

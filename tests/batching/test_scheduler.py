@@ -3,6 +3,7 @@ import asyncio
 import pytest
 
 from gre.batching.errors import DeadlineExceeded, QueueFull, ShuttingDown
+from gre.batching.queue import Pending
 from gre.batching.scheduler import Completed, Scheduler
 from gre.config import BatchingConfig
 from gre.messages import Prediction
@@ -13,7 +14,7 @@ def image(i: int) -> bytes:
     return bytes([i])
 
 
-async def answers(scheduler: Scheduler, items: list) -> list[Completed]:
+async def answers(scheduler: Scheduler, items: list[Pending]) -> list[Completed]:
     return list(await asyncio.gather(*(scheduler.result(i) for i in items)))
 
 

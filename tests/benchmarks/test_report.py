@@ -10,7 +10,7 @@ import pytest
 from benchmarks.compare import Comparison, fixed_rates, saturation
 from benchmarks.report import fmt_ratio, ratio, write_report
 from benchmarks.results import RunResult, StepResult
-from tests.test_bench_results import step
+from tests.benchmarks.test_results import step
 
 
 def run(name: str, mode: str, steps: list[StepResult]) -> RunResult:

@@ -17,8 +17,8 @@ from benchmarks.corpus import load_corpus
 from benchmarks.runner import sweep
 from benchmarks.steady import Settings
 from benchmarks.sweep import SweepSpec, client_limited
+from tests.benchmarks.test_results import step
 from tests.support import Server, running_server, shared
-from tests.test_bench_results import step
 
 TINY = ["--window-s", "0.3", "--warmup-s", "0.2", "--max-windows", "3"]
 

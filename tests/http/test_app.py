@@ -21,7 +21,14 @@ from gre.config import load_config
 from gre.messages import Prediction
 from gre.model.classifier import Classifier
 from gre.offline import build_classifier
-from tests.support import Server, distinct_jpegs, photo_paths, running_server, shared
+from tests.support import (
+    Server,
+    distinct_jpegs,
+    photo_paths,
+    running_server,
+    shared,
+    shared_image,
+)
 
 MAX_BODY = 4 * 1024 * 1024
 # A deadline far above any forward time: these tests check answers, not speed (2 busy cores).
@@ -55,7 +62,8 @@ def assert_matches(
     answer: list[dict[str, object]], expected: Prediction, labels: list[str]
 ) -> None:
     assert [a["label"] for a in answer] == [labels[i] for i in expected.indices]
-    np.testing.assert_allclose([a["confidence"] for a in answer], expected.confidences, atol=1e-5)
+    confidences = [float(a["confidence"]) for a in answer]  # type: ignore[arg-type]
+    np.testing.assert_allclose(confidences, list(expected.confidences), atol=1e-5)
 
 
 LABELS = ["sfw", "nsfw"]
@@ -142,8 +150,8 @@ def jpeg_bomb() -> bytes:
 
 
 def encoded(ext: str) -> bytes:
-    image = cv2.imread(str(shared("images/cat.jpg")))
-    return cv2.imencode(ext, image)[1].tobytes()
+    image = shared_image("images/cat.jpg")
+    return bytes(cv2.imencode(ext, image)[1].tobytes())
 
 
 ERRORS = [

@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
@@ -31,7 +32,7 @@ from tests.crafted import (
     png_inflating_past_its_image,
     progressive_with_scans,
 )
-from tests.support import Server, running_server, shared
+from tests.support import Server, running_server, shared, shared_image
 
 SETTINGS = ("--set", "timeout_ms=300000", "--set", "max_body_bytes=4194304")
 
@@ -53,7 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tmpdir_for_server: Path) ->
 
 @cache
 def cat_bgr() -> np.ndarray:
-    return cv2.imread(str(shared("images/cat.jpg")), cv2.IMREAD_COLOR)
+    return shared_image("images/cat.jpg")
 
 
 def cat_jpeg() -> bytes:
@@ -85,7 +86,7 @@ def animated(fmt: str) -> bytes:
     return out.getvalue()
 
 
-def imagecodecs_jpeg(data: np.ndarray, **options: object) -> bytes:
+def imagecodecs_jpeg(data: np.ndarray, **options: Any) -> bytes:
     try:
         import imagecodecs
     except ImportError:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
+from starlette.types import Message
 
 from gre.batching.errors import ReplicaBatchError
 from gre.config import load_config
@@ -181,17 +182,17 @@ async def test_a_client_that_disconnects_is_dropped_from_the_queue(cat: bytes) -
     replica.gate = threading.Event()
     try:
 
-        async def call(gone: asyncio.Event) -> list[dict[str, Any]]:
-            sent: list[dict[str, Any]] = []
+        async def call(gone: asyncio.Event) -> list[Message]:
+            sent: list[Message] = []
             messages = [{"type": "http.request", "body": cat, "more_body": False}]
 
-            async def receive() -> dict[str, Any]:
+            async def receive() -> Message:
                 if messages:
                     return messages.pop()
                 await gone.wait()
                 return {"type": "http.disconnect"}
 
-            async def send(message: dict[str, Any]) -> None:
+            async def send(message: Message) -> None:
                 sent.append(message)
 
             scope = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -105,7 +106,9 @@ for media_type, extension in [
 
 @schemathesis.check
 def no_server_error(
-    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case
+    ctx: schemathesis.CheckContext,
+    response: schemathesis.Response,
+    case: schemathesis.Case[Any],
 ) -> None:
     """No 5xx but the 504 a client asks for with a short ``X-Request-Timeout-Ms``.
 
@@ -145,7 +148,7 @@ schema = schemathesis.openapi.from_dict(
     database=None,
     deadline=None,
 )
-def test_answers_conform_to_the_description(case: schemathesis.Case, server: Server) -> None:
+def test_answers_conform_to_the_description(case: schemathesis.Case[Any], server: Server) -> None:
     case.call_and_validate(base_url=server.url, checks=CHECKS, timeout=60)
 
 

@@ -7,13 +7,13 @@ from gre.messages import Device, ItemError, Prediction
 from gre.model.classifier import Classifier
 from gre.model.engines.null import NullEngine
 from gre.model.preprocess import Blob, Preprocessor
-from tests.support import shared
+from tests.support import shared, shared_image
 
 
 class BrokenOnWide(Preprocessor):
     """A real preprocessor that raises as a library bug would, on images wider than 400 px."""
 
-    def __call__(self, image: np.ndarray) -> Blob:  # type: ignore[override]
+    def __call__(self, image: np.ndarray) -> Blob:
         if image.shape[1] > 400:
             raise RuntimeError("a bug in a library")
         return super().__call__(image)
@@ -28,7 +28,7 @@ def classifier() -> Classifier:
 
 def test_an_unexpected_error_costs_one_image_not_its_batch(classifier: Classifier) -> None:
     cat = shared("images/cat.jpg").read_bytes()  # 480 px wide: the bug fires
-    small = cv2.imencode(".png", cv2.imread(str(shared("images/cat.jpg")))[:, :300])[1].tobytes()
+    small = cv2.imencode(".png", shared_image("images/cat.jpg")[:, :300])[1].tobytes()
     result = classifier.classify([cat, small, b"not an image"], [1, 1, 1])
     broken, fine, bad = result.outcomes
     assert broken == ItemError("bad_image", "the image could not be decoded (RuntimeError)")

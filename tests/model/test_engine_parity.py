@@ -1,6 +1,6 @@
 """Engine parity: pycaffe (``caffe``) and OpenCV DNN (``opencv``) give the same outputs.
 
-Zoo architectures run with seeded random weights (tests/zoo.py, cached under
+Zoo architectures run with seeded random weights (benchmarks/zoo.py, cached under
 ~/.cache/gre), open_nsfw with its real weights; the input batch is real photos preprocessed
 with each model's conventions. Compared: the probabilities and the pre-softmax blob through
 gre's engines, every layer's output, and the HTTP server's answers against the engine called
@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from benchmarks.zoo import ZOO_MODELS, check_not_uniform, zoo_weights
 from gre.config import PreprocessConfig, load_config, resolve_path
 from gre.messages import Device, Prediction
 from gre.model.classifier import Classifier, softmax
@@ -28,7 +29,6 @@ from gre.model.prototxt import parse, read_net_spec
 from gre.offline import build_classifier
 from tests.caffe_reference import require_caffe
 from tests.support import running_server, shared
-from tests.zoo import ZOO_MODELS, check_not_uniform, zoo_weights
 
 #: Tolerances: probabilities, and the pre-softmax blob (the Softmax layer's input).
 PROB_ATOL = 1e-5

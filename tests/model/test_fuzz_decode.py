@@ -36,7 +36,7 @@ from gre.config import PreprocessConfig, ServerConfig
 from gre.model.imaging import ImageError, check_image, decode_bgr
 from gre.model.preprocess import Preprocessor
 from tests.crafted import interlaced_png
-from tests.support import photo_paths, shared
+from tests.support import photo_paths, shared_image
 
 EXAMPLES = int(os.environ.get("GRE_FUZZ_EXAMPLES", "150"))
 MAX_PIXELS = ServerConfig().max_pixels
@@ -110,7 +110,7 @@ def seeds() -> tuple[bytes, ...]:
     """Real JPEGs (../shared/images and the photos scikit-learn/-image ship), then the cat at
     64 x 48 in each JPEG, PNG, BMP and WebP variant gre decodes, animated ones included."""
     photos = [p.read_bytes() for p in photo_paths() if p.suffix == ".jpg"]
-    cat = cv2.imread(str(shared("images/cat.jpg")), cv2.IMREAD_COLOR)
+    cat = shared_image("images/cat.jpg")
     small = np.ascontiguousarray(cv2.resize(cat, (64, 48), interpolation=cv2.INTER_AREA))
     gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
     alpha = np.dstack([small, np.arange(64 * 48, dtype=np.uint8).reshape(48, 64)])

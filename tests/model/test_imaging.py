@@ -1,6 +1,7 @@
 import base64
 import io
 import struct
+from typing import Any
 
 import cv2
 import httpx
@@ -27,12 +28,12 @@ from tests.crafted import (
     png_inflating_past_its_image,
     progressive_with_scans,
 )
-from tests.support import shared
+from tests.support import shared, shared_image
 
 
 @pytest.fixture(scope="module")
 def cat() -> np.ndarray:
-    return cv2.imread(str(shared("images/cat.jpg")), cv2.IMREAD_COLOR)
+    return shared_image("images/cat.jpg")
 
 
 @pytest.mark.parametrize(
@@ -117,7 +118,7 @@ def test_sniff_ignores_nothing_but_bytes() -> None:
 # --- what OpenCV 4.14 (libjpeg-turbo 3.1, libpng 1.6) decodes, and how ----------------------
 
 
-def imagecodecs_jpeg(data: np.ndarray, **options: object) -> bytes:
+def imagecodecs_jpeg(data: np.ndarray, **options: Any) -> bytes:
     try:
         import imagecodecs
     except ImportError:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +23,7 @@ from tests.support import ROOT, Server, running_server, shared
 TWO_DEVICES = ("--devices", '["cpu", "cpu"]', "--set", "cpu_threads=1")
 
 
-def replicas(server: Server) -> list[dict[str, object]]:
+def replicas(server: Server) -> list[dict[str, Any]]:
     with server.client() as client:
         return list(client.get("/api/model").json()["replicas"])
 
@@ -60,7 +61,7 @@ async def test_kill_9_under_load(tmp_path: Path) -> None:
         victim = replicas(server)[0]
         load = asyncio.ensure_future(post_all(server, 100, deadline_s + 30))
         await asyncio.sleep(0.5)
-        os.kill(int(victim["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+        os.kill(int(victim["pid"]), signal.SIGKILL)
         results = await load
         statuses = [status for status, _ in results]
         assert set(statuses) <= {200, 503}, statuses
@@ -90,7 +91,7 @@ async def test_hung_replica_is_killed_and_its_requests_answered(tmp_path: Path) 
             results = await post_all(server, 24, 60)
         finally:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(victim["pid"]), signal.SIGCONT)  # type: ignore[call-overload]
+                os.kill(int(victim["pid"]), signal.SIGCONT)
         statuses = [status for status, _ in results]
         assert set(statuses) <= {200, 503}, statuses
         assert statuses.count(200) >= 20

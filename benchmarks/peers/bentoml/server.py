@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["GRE_ENGINE"] = args.engine  # the worker process inherits it
     from benchmarks.peers.bentoml.service import GrePeer
 
-    GrePeer.serve_http(host="127.0.0.1", port=args.port)
+    GrePeer.serve_http(host="127.0.0.1", port=args.port)  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

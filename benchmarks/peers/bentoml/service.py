@@ -102,4 +102,4 @@ class GreApi:
         await self.app(scope, receive, send)
 
 
-GrePeer.add_asgi_middleware(GreApi)
+GrePeer.add_asgi_middleware(GreApi)  # type: ignore[attr-defined]  # @bentoml.service's

@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(sig, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-        serve.run(GrePeer.bind(args.engine), name="gre_peer", route_prefix="/")
+        app = GrePeer.bind(args.engine)  # type: ignore[attr-defined]  # @serve.deployment's
+        serve.run(app, name="gre_peer", route_prefix="/")
         stop.wait()
         serve.shutdown()
     finally:
