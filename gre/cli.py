@@ -28,7 +28,7 @@ _set_option = click.option(
     help="Override any config key, e.g. --set max_batch_size=16 (repeatable).",
 )
 _engine_option = click.option(
-    "--engine", type=click.Choice(["auto", "caffe", "opencv", "null"]), help="Engine."
+    "--engine", type=click.Choice(["auto", "caffe", "opencv", "torch", "null"]), help="Engine."
 )
 
 

@@ -38,7 +38,7 @@ class ModelConfig(_Section):
     labels: list[str] | None = Field(default_factory=lambda: ["sfw", "nsfw"])
     #: The default model runs on OpenCV: ~3x pycaffe's img/s on a CPU, with open_nsfw's
     #: outputs within 1.2e-9 of pycaffe's (docs/fidelity.md). ``"auto"``: caffe if importable.
-    engine: Literal["auto", "caffe", "opencv", "null"] = "opencv"
+    engine: Literal["auto", "caffe", "opencv", "torch", "null"] = "opencv"
     #: Blob to read as the output; default: the net's last output blob.
     output_blob: str | None = None
     #: Apply softmax to the output blob (for nets that end in logits, not a Softmax layer).

@@ -27,7 +27,7 @@ class Engine(Protocol):
     """A Caffe net ready to run on one device.
 
     Attributes:
-        name: ``"opencv"``, ``"caffe"`` or ``"null"``.
+        name: ``"opencv"``, ``"caffe"``, ``"torch"`` or ``"null"``.
         device: the device it actually runs on, e.g. ``"cpu"`` or ``"gpu:0"``.
     """
 
@@ -65,7 +65,7 @@ def load_engine(
     """Load ``deploy`` + ``weights`` with the named engine on ``device``.
 
     Args:
-        name: ``"auto"``, ``"caffe"``, ``"opencv"`` or ``"null"``.
+        name: ``"auto"``, ``"caffe"``, ``"opencv"``, ``"torch"`` or ``"null"``.
         threads: compute threads for a CPU device (ignored on a GPU).
         output_blob: blob to read; ``None`` for the net's last output.
         num_classes: ``K``, used only by the ``null`` engine.
@@ -84,6 +84,15 @@ def load_engine(
         from gre.model.engines.caffe import CaffeEngine
 
         return CaffeEngine(deploy, weights, device, threads, output_blob)
+    if name == "torch":
+        if importlib.util.find_spec("torch") is None:
+            raise EngineError(
+                "engine 'torch' needs PyTorch: `pip install torch` into gre's venv "
+                "(a CPU build: --index-url https://download.pytorch.org/whl/cpu)"
+            )
+        from gre.model.engines.torch import TorchEngine
+
+        return TorchEngine(deploy, weights, device, threads, output_blob)
     if name == "null":
         from gre.model.engines.null import NullEngine
 
@@ -101,4 +110,10 @@ def engine_has_gpu(name: str) -> bool:
         from gre.model.engines.caffe import caffe_has_cuda
 
         return caffe_has_cuda()
+    if name == "torch":
+        if importlib.util.find_spec("torch") is None:
+            return False
+        from gre.model.engines.torch import torch_has_cuda
+
+        return torch_has_cuda()
     return False
