@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from benchmarks.zoo import ZOO_MODELS, check_not_uniform, zoo_weights
-from gre.config import PreprocessConfig, resolve_path
+from benchmarks.zoo import ZOO_MODELS, check_not_uniform
+from gre.config import PreprocessConfig
 from gre.messages import Device
 from gre.model.caffemodel import CaffemodelError, read_weights
 from gre.model.engines import EngineError, load_engine
@@ -26,7 +26,8 @@ from gre.model.imaging import decode_bgr
 from gre.model.preprocess import Preprocessor
 from gre.model.prototxt import parse, read_net_spec
 from tests.caffe_reference import require_caffe
-from tests.support import distinct_jpegs, shared
+from tests.model.test_engine_parity import model_files, softmax_input
+from tests.support import distinct_jpegs
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -51,17 +52,6 @@ def require_torch() -> ModuleType:
 
     torch.set_num_threads(2)
     return torch
-
-
-def model_files(name: str) -> tuple[Path, Path]:
-    """``(deploy, weights)``: a zoo prototxt with its cached seeded weights, or open_nsfw's real
-    files located as gre.config does (``package:nsfw/...``, without importing nsfw)."""
-    if name == "open_nsfw":
-        deploy = resolve_path("package:nsfw/deploy.prototxt", Path.cwd())
-        weights = resolve_path("package:nsfw/resnet_50_1by2_nsfw.caffemodel", Path.cwd())
-        return Path(deploy), Path(weights)
-    deploy_path = shared(f"models/{name}/deploy.prototxt")
-    return deploy_path, zoo_weights(deploy_path, name)
 
 
 def photo_batch(name: str, deploy: Path, count: int = 3) -> Array:
@@ -92,12 +82,6 @@ def caffe_layers(
 
 def top5(rows: Array) -> list[list[int]]:
     return [[int(i) for i in np.argsort(-row, kind="stable")[:5]] for row in rows]
-
-
-def softmax_input(deploy: Path) -> str:
-    """The bottom blob of the prototxt's last Softmax layer."""
-    layers = [m for m in parse(deploy.read_text(encoding="utf-8"))["layer"] if isinstance(m, dict)]
-    return str([m for m in layers if m.get("type") == ["Softmax"]][-1]["bottom"][0])
 
 
 @pytest.mark.parametrize("name", MODELS)
