@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,15 @@ _set_option = click.option(
     metavar="KEY=VALUE",
     help="Override any config key, e.g. --set max_batch_size=16 (repeatable).",
 )
+_env_file_option = click.option(
+    "--env-file",
+    "env_files",
+    multiple=True,
+    metavar="FILE",
+    help="Shell fragment of NAME=value lines read as environment variables beneath the "
+    "environment, e.g. the Bitfusion AMI's /etc/default/gpurestengine (repeatable; a later "
+    "file wins). A leading '-' ignores a missing file, as systemd's EnvironmentFile=-.",
+)
 _engine_option = click.option(
     "--engine", type=click.Choice(["auto", "caffe", "opencv", "torch", "null"]), help="Engine."
 )
@@ -38,20 +48,72 @@ def fail(message: str) -> None:
     sys.exit(EXIT_CONFIG)
 
 
-def build_config(config_path: Path | None, settings: tuple[str, ...], **flags: Any) -> Config:
-    """Load the config with ``--set`` pairs and explicit flags as the top-priority overrides."""
-    overrides: dict[str, Any] = {}
+def env_file_paths(env_files: Sequence[str]) -> list[Path]:
+    """The ``--env-file`` files to read now, in order. A name with a leading ``-`` is dropped
+    while no file has that name (systemd's ``EnvironmentFile=-``: only a missing file is
+    ignored; an unreadable one is still an error).
+
+    Raises:
+        ConfigError: an empty name.
+    """
+    paths = []
+    for spec in env_files:
+        optional = spec.startswith("-")
+        name = spec[1:] if optional else spec
+        if not name:
+            raise ConfigError(f"--env-file {spec!r}: no file named")
+        if optional and not Path(name).exists():
+            continue
+        paths.append(Path(name))
+    return paths
+
+
+def parse_settings(settings: Sequence[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` pairs as ``{key: value}``; raises :class:`ConfigError` for a pair
+    without ``=``."""
+    overrides = {}
     for setting in settings:
         key, sep, value = setting.partition("=")
         if not sep:
-            fail(f"--set {setting!r}: expected KEY=VALUE")
+            raise ConfigError(f"--set {setting!r}: expected KEY=VALUE")
         overrides[key.strip()] = value
-    overrides.update({k: v for k, v in flags.items() if v is not None})
+    return overrides
+
+
+def config_loader(
+    config_path: Path | None, settings: Sequence[str], env_files: Sequence[str], **flags: Any
+) -> Callable[[], Config]:
+    """A function of no arguments that reads the whole configuration afresh each call: the
+    config file, the ``--env-file`` files (a ``-``-prefixed one that has appeared since is
+    read too), the environment, then ``--set`` pairs and explicit flags (``None``: not given)
+    on top. It raises :class:`ConfigError` rather than exiting, so that a reload (SIGHUP) that
+    fails can keep the running config."""
+
+    def load() -> Config:
+        overrides: dict[str, Any] = parse_settings(settings)
+        overrides.update({k: v for k, v in flags.items() if v is not None})
+        return load_config(config_path, overrides=overrides, env_files=env_file_paths(env_files))
+
+    return load
+
+
+def load_or_exit(load: Callable[[], Config]) -> Config:
+    """``load()``, or ``gre: error: ...`` and exit 2 on :class:`ConfigError`."""
     try:
-        return load_config(config_path, overrides=overrides)
+        return load()
     except ConfigError as exc:
         fail(str(exc))
         raise  # unreachable; for the type checker
+
+
+def build_config(
+    config_path: Path | None,
+    settings: Sequence[str],
+    env_files: Sequence[str] = (),
+    **flags: Any,
+) -> Config:
+    """Load the config once (see :func:`config_loader`); exit 2 if it is unusable."""
+    return load_or_exit(config_loader(config_path, settings, env_files, **flags))
 
 
 @click.group()
@@ -67,6 +129,7 @@ def main() -> None:
 @_engine_option
 @click.option("--devices", help='"cpu", "all" or GPU indices such as "[0, 2]".')
 @_set_option
+@_env_file_option
 def serve(
     config_path: Path | None,
     host: str | None,
@@ -74,18 +137,22 @@ def serve(
     engine: str | None,
     devices: str | None,
     settings: tuple[str, ...],
+    env_files: tuple[str, ...],
 ) -> None:
-    """Serve POST /api/classify until SIGTERM or Ctrl-C (then drain and exit 0)."""
+    """Serve POST /api/classify until SIGTERM or Ctrl-C (then drain and exit 0); SIGHUP
+    re-reads the configuration (config file, env files, environment, flags)."""
     from gre.http.server import run
     from gre.logs import configure_logging
     from gre.service import StartupError
 
-    config = build_config(
-        config_path, settings, host=host, port=port, engine=engine, devices=devices
+    configure_logging("warning")  # the config's own warnings as JSON lines too
+    load = config_loader(
+        config_path, settings, env_files, host=host, port=port, engine=engine, devices=devices
     )
+    config = load_or_exit(load)
     configure_logging(config.server.log_level)
     try:
-        status = run(config)
+        status = run(config, reload_config=load)
     except StartupError as exc:
         fail(str(exc))
     sys.exit(status)
@@ -97,12 +164,14 @@ def serve(
 @click.option("--top-k", type=int, default=None, help="Classes per image (default 5).")
 @_engine_option
 @_set_option
+@_env_file_option
 def classify(
     images: tuple[Path, ...],
     config_path: Path | None,
     top_k: int | None,
     engine: str | None,
     settings: tuple[str, ...],
+    env_files: tuple[str, ...],
 ) -> None:
     """Classify image files offline, in this process; prints the API's JSON.
 
@@ -111,7 +180,7 @@ def classify(
     from gre.offline import classify_files
     from gre.service import StartupError
 
-    config = build_config(config_path, settings, engine=engine)
+    config = build_config(config_path, settings, env_files, engine=engine)
     k = top_k or config.server.default_top_k
     try:
         answers, failed = classify_files(config, images, k)
@@ -125,12 +194,15 @@ def classify(
 @main.command()
 @_config_option
 @_set_option
+@_env_file_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def info(config_path: Path | None, settings: tuple[str, ...], as_json: bool) -> None:
+def info(
+    config_path: Path | None, settings: tuple[str, ...], env_files: tuple[str, ...], as_json: bool
+) -> None:
     """Print the model, the GPUs found (NVML), and the replica plan."""
     from gre.info import describe, render
 
-    config = build_config(config_path, settings)
+    config = build_config(config_path, settings, env_files)
     try:
         facts = describe(config)
     except ValueError as exc:

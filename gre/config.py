@@ -1,23 +1,44 @@
 """gre's configuration: TOML, validated with pydantic, overridable from the environment and CLI.
 
-Sources, in rising priority: the TOML file; environment ``GRE_<KEY>`` (the key's name in upper
+Sources, in rising priority: the TOML file; env files (``gre serve --env-file``, shell
+fragments such as the Bitfusion AMI's ``/etc/default/gpurestengine``, read by
+:mod:`gre.envfile`), each later one above the earlier; the process environment; command-line
+flags. An env file and the environment are read alike: ``GRE_<KEY>`` (the key's name in upper
 case, e.g. ``GRE_MAX_BATCH_SIZE=16``; values are read as TOML values where they parse, else as
-strings); the Bitfusion AMI names ``DEPLOY_PROTOTXT``, ``CAFFE_MODEL``, ``MEAN`` and
-``SYNSET_WORDS``; command-line flags. Relative paths resolve against the folder of the file
-they appear in (the working directory for environment and CLI values). A path written
-``package:NAME/FILE`` names a file inside an installed Python package without importing it.
+strings), then, above those, the Bitfusion AMI names ``DEPLOY_PROTOTXT`` (or the AMI's own
+spelling ``DEPLOY_PROTEXT``), ``CAFFE_MODEL``, ``MEAN`` and ``SYNSET_WORDS``. A key set by a
+higher source wins whatever name set it below (``GRE_PORT=8001 gre serve --env-file F`` serves
+on 8001). An unknown ``GRE_*`` name is logged as a warning (logger ``gre.config``) with the
+nearest known one. Relative paths resolve against the folder of the file they appear in (the
+working directory for env-file, environment and CLI values, as a shell would pass them). A
+path written ``package:NAME/FILE`` names a file inside an installed Python package without
+importing it.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import ipaddress
+import logging
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gre.envfile import EnvFileError, read_env_file
+
+log = logging.getLogger(__name__)
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -102,6 +123,9 @@ class ReplicasConfig(_Section):
     start_attempts: int = Field(default=3, ge=1)
     #: First wait before restarting a replica, doubled per consecutive crash (max 30 s), ms.
     restart_backoff_ms: float = Field(default=250.0, ge=0)
+    #: A replica whose resident memory passes this after a batch is stopped and replaced
+    #: between batches (counted as a restart), MiB; ``None``: no limit.
+    max_rss_mb: float | None = Field(default=None, gt=0)
 
 
 class ServerConfig(_Section):
@@ -110,6 +134,9 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    #: Body bytes all requests together may hold (declared or received, until answered);
+    #: beyond it, 503 ``too_many_bytes``. Bounds what uploads can make the front end hold.
+    max_inflight_body_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     max_pixels: int = Field(default=40_000_000, ge=1)
     default_top_k: int = Field(default=5, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -131,6 +158,30 @@ class ServerConfig(_Section):
     max_connections: int = Field(default=1024, ge=1)
     #: Pending-connection queue of the listening socket (capped by net.core.somaxconn).
     backlog: int = Field(default=2048, ge=1)
+    #: Serve ``POST /admin/reload`` (re-read the config, swap the model without dropping a
+    #: request); SIGHUP reloads whatever this says.
+    admin_reload: bool = False
+    #: Client addresses (IPs or CIDR networks) allowed to call ``/admin/*``.
+    admin_clients: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+
+    @field_validator("admin_clients")
+    @classmethod
+    def _networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return entries
+
+    @model_validator(mode="after")
+    def _body_fits_budget(self) -> ServerConfig:
+        if self.max_body_bytes > self.max_inflight_body_bytes:
+            raise ValueError(
+                f"max_body_bytes ({self.max_body_bytes}) exceeds max_inflight_body_bytes "
+                f"({self.max_inflight_body_bytes}): no body that large could ever be held"
+            )
+        return self
 
 
 class Config(_Section):
@@ -156,13 +207,28 @@ KEY_SECTIONS: dict[str, str] = {
     key: section for section, cls in _SECTIONS.items() for key in cls.model_fields
 }
 _PATH_KEYS = {"deploy", "weights", "synset_words", "mean"}
-#: The Bitfusion AMI's /etc/default names.
+#: The Bitfusion AMI's /etc/default names. Its /etc/default/gpurestengine spells the first
+#: DEPLOY_PROTEXT; both spellings are accepted, and must agree where both are set.
 AMI_NAMES = {
     "DEPLOY_PROTOTXT": "deploy",
+    "DEPLOY_PROTEXT": "deploy",
     "CAFFE_MODEL": "weights",
     "MEAN": "mean",
     "SYNSET_WORDS": "synset_words",
 }
+#: ``GRE_*`` variables that are not config keys but that gre, its scripts, tests or benchmarks
+#: read; seeing them is no reason for an "unknown setting" warning.
+OTHER_GRE_NAMES = frozenset(
+    {
+        "GRE_CONFIG",  # gre's --config (gre/cli.py); also honoured in an env file
+        "GRE_CAFFE_PYTHONPATH",  # scripts/install-caffe.sh: a pycaffe of one's own
+        "GRE_CACHE_DIR",  # scripts/build-caffe.sh, benchmarks: the build and download cache
+        "GRE_SHARED",  # benchmarks/data.py: the shared test data
+        "GRE_FUZZ_EXAMPLES",  # Makefile, tests: fuzzing length
+        "GRE_PEERS",  # Makefile, tests/benchmarks: which peers to test
+        "GRE_PEER_RUN",  # benchmarks/peers/launch.py: marks a peer's processes, gre's too
+    }
+)
 
 
 def resolve_path(value: str, base: Path) -> str:
@@ -208,22 +274,34 @@ def load_config(
     path: Path | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    env_files: Sequence[Path] = (),
 ) -> Config:
-    """Build the configuration from a TOML file, the environment and CLI overrides.
+    """Build the configuration from a TOML file, env files, the environment and CLI overrides.
 
     Args:
-        path: TOML file; ``None`` serves the embedded default model (open_nsfw).
+        path: TOML file; ``None``: the ``GRE_CONFIG`` of the last env file that sets it when
+            ``environ`` lacks one (the environment's own is the CLI's ``--config`` default),
+            else the embedded default model (open_nsfw).
         environ: the environment (default ``os.environ``).
         overrides: flat ``key -> value`` from the command line (strings are parsed as by
             :func:`parse_value`; ``None`` values are ignored).
+        env_files: shell fragments of assignments (:func:`gre.envfile.read_env_file`), read as
+            the environment is, beneath it; a later file wins over an earlier one.
 
     Raises:
-        ConfigError: unreadable file, TOML syntax, unknown key, invalid value, or a model file
-            that does not exist -- the message names the source and the key.
+        ConfigError: unreadable file, TOML or env-file syntax, unknown key, invalid value,
+            ``DEPLOY_PROTOTXT`` and ``DEPLOY_PROTEXT`` set differently in one source, or a
+            model file that does not exist -- the message names the source and the key.
     """
     environ = os.environ if environ is None else environ
     layered = _Layered()
     cwd = Path.cwd()
+    layers: list[tuple[str, Mapping[str, str]]] = [
+        (f"env file {file}", _read_env_file(file)) for file in env_files
+    ]
+    if path is None and not environ.get("GRE_CONFIG"):
+        path = _config_from_env_files(layers, cwd)
+    layers.append(("environment", environ))
     if path is not None:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -236,14 +314,8 @@ def load_config(
                 raise ConfigError(f"{path}: unknown section [{section}]")
             for key, value in table.items():
                 layered.set(section, key, value, str(path), path.parent.resolve())
-    for key, section in KEY_SECTIONS.items():
-        name = f"GRE_{key.upper()}"
-        if name in environ:
-            layered.set(section, key, parse_value(environ[name]), f"environment {name}", cwd)
-    for name, key in AMI_NAMES.items():
-        if environ.get(name):
-            section = KEY_SECTIONS[key]
-            layered.set(section, key, parse_value(environ[name]), f"environment {name}", cwd)
+    for where, variables in layers:
+        _apply_environment(layered, where, variables, cwd)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -258,6 +330,77 @@ def load_config(
     config = _resolve_packaged_defaults(config)
     _check_files(config, layered)
     return config
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """:func:`gre.envfile.read_env_file`, its errors as :class:`ConfigError`."""
+    try:
+        return read_env_file(path)
+    except OSError as exc:
+        raise ConfigError(f"env file {path}: {exc.strerror or exc}") from exc
+    except EnvFileError as exc:
+        raise ConfigError(f"env file {exc}") from exc
+
+
+def _config_from_env_files(
+    layers: Sequence[tuple[str, Mapping[str, str]]], cwd: Path
+) -> Path | None:
+    """The ``GRE_CONFIG`` of the last env file that sets it, resolved against ``cwd``."""
+    for _, variables in reversed(layers):
+        if variables.get("GRE_CONFIG"):
+            return Path(resolve_path(variables["GRE_CONFIG"], cwd))
+    return None
+
+
+def _apply_environment(
+    layered: _Layered, where: str, variables: Mapping[str, str], cwd: Path
+) -> None:
+    """Set the keys one environment (``where``: ``"environment"`` or ``"env file F"``) names:
+    ``GRE_<KEY>``, then the AMI names above them. Empty AMI values are ignored, as before."""
+    _warn_unknown(where, variables)
+    for key, section in KEY_SECTIONS.items():
+        name = f"GRE_{key.upper()}"
+        if name in variables:
+            layered.set(section, key, parse_value(variables[name]), f"{where} {name}", cwd)
+    for key, (name, value) in _ami_values(where, variables).items():
+        layered.set(KEY_SECTIONS[key], key, parse_value(value), f"{where} {name}", cwd)
+
+
+def _ami_values(where: str, variables: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """``key -> (name, value)`` for the AMI names set in one environment.
+
+    Raises:
+        ConfigError: two names of one key (DEPLOY_PROTOTXT, DEPLOY_PROTEXT) set differently.
+    """
+    chosen: dict[str, tuple[str, str]] = {}
+    for name, key in AMI_NAMES.items():
+        value = variables.get(name)
+        if not value:
+            continue
+        if key in chosen and chosen[key][1] != value:
+            other, first = chosen[key]
+            raise ConfigError(
+                f"{where}: {other}={first!r} and {name}={value!r} both set "
+                f"{KEY_SECTIONS[key]}.{key}, differently; set one of them"
+            )
+        chosen.setdefault(key, (name, value))
+    return chosen
+
+
+#: Every ``GRE_*`` name gre knows, for the "did you mean" of an unknown one.
+_KNOWN_GRE_NAMES = frozenset({f"GRE_{key.upper()}" for key in KEY_SECTIONS} | OTHER_GRE_NAMES)
+
+
+def _warn_unknown(where: str, variables: Mapping[str, str]) -> None:
+    """Log a warning for each ``GRE_*`` name that no key or tool of gre's reads (a typo would
+    otherwise leave its setting silently at the default)."""
+    for name in sorted(variables):
+        if not name.startswith("GRE_") or name in _KNOWN_GRE_NAMES:
+            continue
+        close = difflib.get_close_matches(name, sorted(_KNOWN_GRE_NAMES), n=1)
+        hint = f": did you mean {close[0]}?" if close else ""
+        place = "the environment" if where == "environment" else where
+        log.warning("unknown setting %s in %s, ignored%s", name, place, hint)
 
 
 def _resolve_packaged_defaults(config: Config) -> Config:
