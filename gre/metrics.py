@@ -68,6 +68,18 @@ class Metrics:
             "gre_rejected", "Requests refused, by reason.", ["reason"], registry=r
         )
         self.queue_depth = Gauge("gre_queue_depth", "Requests waiting in the queue.", registry=r)
+        self.inflight_body_bytes = Gauge(
+            "gre_inflight_body_bytes",
+            "Request body bytes held now (declared or received, until answered).",
+            registry=r,
+        )
+        self.reloads = Counter(
+            "gre_reloads", "Model reloads, by outcome (ok, failed).", ["outcome"], registry=r
+        )
+        self.model_info = Gauge(
+            "gre_model_info", "The model serving now (value 1), with its version.",
+            ["name", "version"], registry=r,
+        )  # fmt: skip
 
     def observe_batch(
         self, replica: str, device: str, size: int, preprocess_s: float, inference_s: float

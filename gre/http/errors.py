@@ -40,9 +40,13 @@ class ErrorCode(enum.StrEnum):
     BAD_TOP_K = "bad_top_k"
     QUEUE_FULL = "queue_full"
     TOO_MANY_CONNECTIONS = "too_many_connections"
+    TOO_MANY_BYTES = "too_many_bytes"
     SHUTTING_DOWN = "shutting_down"
     REPLICA_FAILED = "replica_failed"
     DEADLINE_EXCEEDED = "deadline_exceeded"
+    FORBIDDEN = "forbidden"
+    RELOAD_IN_PROGRESS = "reload_in_progress"
+    RELOAD_FAILED = "reload_failed"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     INTERNAL = "internal"
@@ -138,6 +142,14 @@ CATALOGUE: dict[ErrorCode, ErrorFacts] = {
         retry_after=True,
         closes=True,
     ),
+    E.TOO_MANY_BYTES: ErrorFacts(
+        503,
+        "the body does not fit in `max_inflight_body_bytes` with the bodies already held "
+        "(its `Content-Length` before anything is read, or the chunk that would cross it); "
+        "the connection is closed",
+        retry_after=True,
+        closes=True,
+    ),
     E.SHUTTING_DOWN: ErrorFacts(503, "the service is draining", retry_after=True),
     E.REPLICA_FAILED: ErrorFacts(
         503, "the replica running the request's batch failed", retry_after=True
@@ -147,6 +159,16 @@ CATALOGUE: dict[ErrorCode, ErrorFacts] = {
         "the deadline (`timeout_ms`, or the header's lower value) passed; a request still "
         "queued then is never run",
         reason="deadline",
+    ),
+    E.FORBIDDEN: ErrorFacts(403, "`/admin/*` from a client not in `admin_clients`", reason=None),
+    E.RELOAD_IN_PROGRESS: ErrorFacts(
+        409, "`/admin/reload` while a reload is already under way", reason=None
+    ),
+    E.RELOAD_FAILED: ErrorFacts(
+        422,
+        "`/admin/reload`: the new config or model could not be loaded; the old model "
+        "keeps serving and the message says why",
+        reason=None,
     ),
     E.NOT_FOUND: ErrorFacts(404, "unknown path", reason=None),
     E.METHOD_NOT_ALLOWED: ErrorFacts(405, "wrong method", reason=None),

@@ -1,5 +1,6 @@
-"""HTTP/1.1 connections with read deadlines and a connection limit: uvicorn's httptools protocol,
-hardened against clients that send slowly or hold connections open.
+"""HTTP/1.1 connections with read deadlines, a connection limit and a budget of body bytes:
+uvicorn's httptools protocol, hardened against clients that send slowly, hold connections open
+or make the server hold their uploads.
 
 Uvicorn on its own bounds only the idle time between two requests (``timeout_keep_alive``): a
 client that connects and sends nothing, or sends its request head or body a byte at a time
@@ -19,6 +20,21 @@ buffers a request head of any size. This protocol adds, per connection:
   new connection's request gets 503 ``too_many_connections`` (``Retry-After: 1``). This
   replaces uvicorn's ``limit_concurrency``, which counts idle keep-alive connections as load.
 
+And, across all connections of a server, a **body budget** (:class:`gre.http.budget.BodyBudget`,
+``max_inflight_body_bytes``, 256 MiB by default): a request with a ``Content-Length`` reserves
+that many bytes when its head is complete (capped at ``max_body_bytes``: the application
+refuses a longer one with 413 before reading it), so that once admitted it never fails mid-body
+for want of room; a chunked body reserves each chunk as it arrives. Bytes stay reserved until
+the request's answer is complete (the application holds the body until then: it is queued for
+the replicas) or its connection is lost. What does not fit first makes room: the unfinished
+upload holding the most bytes is cut off (503 ``too_many_bytes``, closed; the application sees
+a disconnect), again and again, as long as it holds more than the newcomer needs, so a stalled
+large upload yields to a small photo while a large newcomer cannot evict its peers (as Envoy's
+overload manager resets the streams that use the most buffer memory). Bodies already whole are
+never cut off. If it still does not fit, a declared length is answered 503 ``too_many_bytes``
+(``Retry-After: 1``) before any of its body is read, and a chunk that would cross the budget
+cuts its request off the same way.
+
 Every refusal is gre's JSON error (``{"error": ..., "message": ...}``) with ``Connection:
 close``, as is httptools' answer to a malformed request (400 ``bad_request``), and is reported
 through :attr:`Limits.on_reject` (``gre_rejected_total{reason}``). A deadline that passes while
@@ -30,12 +46,13 @@ from __future__ import annotations
 import asyncio
 import http
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from gre.http.budget import BodyBudget
 from gre.http.errors import ErrorCode, error_body, error_response, new_request_id
 
 
@@ -52,6 +69,11 @@ class Limits:
         body_timeout_s: the whole body must arrive within this after the head, s.
         max_header_bytes: longest request head (request line + headers), bytes.
         max_connections: open connections beyond which idle ones are closed.
+        max_body_bytes: the application's body limit, bytes: the most a declared length
+            reserves (the application answers a longer one 413 without reading it); ``None``:
+            no cap.
+        budget: the body bytes in flight, shared by every connection of the server
+            (``max_inflight_body_bytes``).
         on_reject: called with the ``gre_rejected_total`` reason of each refusal made here.
     """
 
@@ -59,6 +81,8 @@ class Limits:
     body_timeout_s: float = 60.0
     max_header_bytes: int = 16 * 1024
     max_connections: int = 1024
+    max_body_bytes: int | None = None
+    budget: BodyBudget = field(default_factory=BodyBudget)
     on_reject: Callable[[str], None] = _ignore
 
 
@@ -78,6 +102,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._deaf = False  # cut off: read nothing more from this client
         self._refused = False  # over max_connections: its request gets 503
+        self._per_chunk = False  # the current body has no Content-Length: reserve as it comes
+        # Bytes each request of this connection holds in the budget (several when pipelined).
+        self._ledger: dict[RequestResponseCycle, int] = {}
         super().connection_made(transport)  # type: ignore[arg-type]
         self._arm("head")
         if len(self.connections) > self.limits.max_connections and not self._close_an_idle():
@@ -85,6 +112,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        for cycle in list(self._ledger):
+            self._release(cycle)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -123,19 +152,28 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = self._head_size = 0
         self._in_body = True
         self._arm("body")
-        if not self._refused:
-            super().on_headers_complete()
+        self._per_chunk = False
+        if self._refused:  # its answer reads no body: it reserves none
+            self._reject(ErrorCode.TOO_MANY_CONNECTIONS)
+            self._answer_with(_too_many_connections)
             return
-        self._reject(ErrorCode.TOO_MANY_CONNECTIONS)
-        app, self.app = self.app, _too_many_connections
-        try:
-            super().on_headers_complete()
-        finally:
-            self.app = app
+        declared = self._declared_length()
+        self._per_chunk = declared is None
+        if declared and not self._make_room(declared, declared):
+            self._refuse_declared(declared)
+            return
+        previous = self.cycle
+        super().on_headers_complete()
+        if declared and self.cycle is not previous:  # not an upgrade: a new request
+            self._hold(declared)
 
     def on_body(self, body: bytes) -> None:
-        if not self._deaf:
-            super().on_body(body)
+        if self._deaf:
+            return
+        # Bytes after the answer are discarded by uvicorn: they hold nothing.
+        if self._per_chunk and not self.cycle.response_complete and not self._take(len(body)):
+            return
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         if self._deaf:
@@ -150,6 +188,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
+
+    def on_response_complete(self) -> None:
+        # Its answer is out: the application has let go of the body.
+        for cycle in [c for c in self._ledger if c.response_complete]:
+            self._release(cycle)
+        super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
         # httptools could not parse the request: gre's JSON instead of uvicorn's plain text.
@@ -200,6 +244,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             # Its body stalled: the application sees a disconnect, and its answer is dropped.
             cycle.disconnected = True
             cycle.message_event.set()
+            self._release(cycle)  # now: a newcomer may be waiting for the room
         # Answer the request whose head or body stalled; not a request already answered (its
         # body trickling on), nor a connection that sent nothing and so asked nothing.
         began = self._head_bytes > 0 or self._head_size > 0
@@ -224,6 +269,102 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         lines += [name + b": " + value + b"\r\n" for name, value in headers]
         self.transport.write(b"".join([*lines, b"\r\n", body]))
 
+    def _declared_length(self) -> int | None:
+        """The bytes the request's ``Content-Length`` says its body holds, capped at
+        ``max_body_bytes``; ``None`` without one (chunked, or no body)."""
+        for name, value in self.headers:
+            if name == b"content-length" and value.strip().isdigit():  # httptools checked it
+                cap = self.limits.max_body_bytes
+                size = int(value)
+                return size if cap is None else min(size, cap)
+        return None
+
+    def _take(self, size: int) -> bool:
+        """Reserve a chunk of ``size`` bytes of a chunked body, making room if need be;
+        whether it fits (if not, the request is cut off with 503 ``too_many_bytes``)."""
+        need = self._ledger.get(self.cycle, 0) + size  # the whole body so far, this chunk too
+        if self._make_room(size, need):
+            self._hold(size)
+            return True
+        capacity = self.limits.budget.capacity
+        self._cut_off(
+            ErrorCode.TOO_MANY_BYTES,
+            f"the body grew past what fits in the {capacity} bytes that bodies in flight may "
+            "hold (max_inflight_body_bytes); retry shortly",
+        )
+        return False
+
+    def _make_room(self, size: int, need: int) -> bool:
+        """Whether ``size`` more bytes fit in the budget, after cutting off, largest first,
+        other connections' unfinished uploads that hold more than ``need`` bytes (the whole
+        body of the request that asks)."""
+        budget = self.limits.budget
+        while not budget.fits(size):
+            victim = max(self._uploads(), key=LimitedHttpProtocol._upload_held, default=None)
+            if victim is None or victim._upload_held() <= need:
+                return False
+            capacity = budget.capacity
+            victim._cut_off(
+                ErrorCode.TOO_MANY_BYTES,
+                "the unfinished body was cut off to make room for other requests: bodies in "
+                f"flight may hold {capacity} bytes (max_inflight_body_bytes); retry shortly",
+            )
+        return True
+
+    def _uploads(self) -> list[LimitedHttpProtocol]:
+        """The other connections whose unfinished upload could be cut off."""
+        return [
+            other
+            for other in self.connections
+            if other is not self
+            and isinstance(other, LimitedHttpProtocol)
+            and other._upload_held() > 0
+        ]
+
+    def _upload_held(self) -> int:
+        """Bytes held by the body this connection is receiving, if it may be cut off: the
+        one request in progress here (none queued behind another, whose cut-off would take
+        a whole body with it), not yet answered; else 0."""
+        cycle = self.cycle
+        if not self._in_body or self._deaf or self.transport.is_closing() or self.pipeline:
+            return 0
+        if cycle is None or cycle.response_started:
+            return 0
+        return self._ledger.get(cycle, 0)
+
+    def _hold(self, size: int) -> None:
+        """Reserve ``size`` bytes for the current request; the caller made room for them."""
+        reserved = self.limits.budget.reserve(size)
+        assert reserved, "reserved without room"
+        self._ledger[self.cycle] = self._ledger.get(self.cycle, 0) + size
+
+    def _release(self, cycle: RequestResponseCycle) -> None:
+        """Give back what ``cycle``'s body holds in the budget (nothing if it holds none)."""
+        self.limits.budget.release(self._ledger.pop(cycle, 0))
+
+    def _refuse_declared(self, declared: int) -> None:
+        """Answer 503 ``too_many_bytes`` to a request whose ``declared`` body does not fit,
+        reading none of it; the answer closes the connection."""
+        self._reject(ErrorCode.TOO_MANY_BYTES)
+        capacity = self.limits.budget.capacity
+        message = (
+            f"the body's {declared} bytes do not fit in the {capacity} bytes that bodies in "
+            "flight may hold (max_inflight_body_bytes); retry shortly"
+        )
+        self._answer_with(_refusal(ErrorCode.TOO_MANY_BYTES, message))
+        # Parse nothing more (its body, or a request behind it): the answer closes anyway.
+        self._deaf = True
+        self._disarm()
+
+    def _answer_with(self, app: ASGIApp) -> None:
+        """Start the request whose head just completed with ``app`` answering it instead of
+        the application (in turn, behind a pipelined request in progress)."""
+        application, self.app = self.app, app
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = application
+
     def _close_an_idle(self) -> bool:
         """Close one other connection with no request in progress; whether there was one."""
         for other in self.connections:
@@ -237,6 +378,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def _idle(self) -> bool:
         cycle = self.cycle
         return (cycle is None or cycle.response_complete) and not self.transport.is_closing()
+
+
+def _refusal(code: ErrorCode, message: str) -> ASGIApp:
+    """An ASGI application that answers ``code`` with ``message`` to every request."""
+
+    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(code, message, {"X-Request-Id": new_request_id()})
+        await response(scope, receive, send)
+
+    return refuse
 
 
 async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:

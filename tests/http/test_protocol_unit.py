@@ -23,6 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 import gre.http.protocol
+from gre.http.budget import BodyBudget
 from gre.http.protocol import LimitedHttpProtocol, Limits, limited_protocol
 
 HEAD_TIMEOUT_S = 0.001
@@ -134,13 +135,19 @@ class MockLoop:
 
 class App:
     """A tiny ASGI application: reads the whole body, recording each ``receive()`` message, then
-    answers 200 ``ok``; on ``/early`` it answers 422 at once, without reading the body."""
+    answers 200 ``ok``; on ``/early`` it answers 422 at once, without reading the body; on
+    ``/hold`` it reads the whole body, then holds it until the test puts a token in
+    :attr:`gate` (as gre's app holds a body queued for the replicas)."""
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.paths: list[str] = []  # of every request it was called for
         self.receiving = asyncio.Event()  # set while it awaits receive()
+        self.holding = asyncio.Event()  # set while a /hold request waits for the gate
+        self.gate: asyncio.Queue[None] = asyncio.Queue()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.paths.append(scope["path"])
         if scope["path"] == "/early":
             await answer(send, 422, b"no")
             return
@@ -151,6 +158,10 @@ class App:
             self.messages.append(dict(message))
             if message["type"] == "http.disconnect" or not message.get("more_body"):
                 break
+        if scope["path"] == "/hold":
+            self.holding.set()
+            await self.gate.get()
+            self.holding.clear()
         await answer(send, 200, b"ok")  # dropped by uvicorn after a disconnect
 
 
@@ -436,6 +447,7 @@ async def test_uvicorn_internals_gre_relies_on_exist() -> None:
         "on_headers_complete",
         "on_body",
         "on_message_complete",
+        "on_response_complete",
         "send_400_response",
         "timeout_keep_alive_handler",
     ):
@@ -461,6 +473,8 @@ async def test_uvicorn_internals_gre_relies_on_exist() -> None:
         "loop",
         "transport",
         "app",
+        "headers",
+        "pipeline",
     ):
         assert hasattr(protocol, name), f"{version}: HttpToolsProtocol.{name}; {hint}"
     assert protocol.connections is server_state.connections, f"{version}: connections; {hint}"
@@ -470,3 +484,282 @@ async def test_uvicorn_internals_gre_relies_on_exist() -> None:
     assert isinstance(protocol.cycle.message_event, asyncio.Event), f"{version}: {hint}"
     for task in loop.tasks:  # the application awaits a body that never comes
         task.cancel()
+
+
+# The body budget (max_inflight_body_bytes): 100 bytes here, so that bodies of tens of bytes
+# fill it.
+
+BUDGET = 100
+RETRY = b"retry-after: 1\r\n"
+NO_ROOM = (
+    "the body's %d bytes do not fit in the 100 bytes that bodies in flight may hold "
+    "(max_inflight_body_bytes); retry shortly"
+)
+CUT_TO_MAKE_ROOM = (
+    "the unfinished body was cut off to make room for other requests: bodies in flight may "
+    "hold 100 bytes (max_inflight_body_bytes); retry shortly"
+)
+GREW_PAST = (
+    "the body grew past what fits in the 100 bytes that bodies in flight may hold "
+    "(max_inflight_body_bytes); retry shortly"
+)
+
+
+def budgeted(**limits: Any) -> Harness:
+    """A :class:`Harness` whose body budget holds :data:`BUDGET` bytes."""
+    return Harness(budget=BodyBudget(BUDGET), **limits)
+
+
+def post(length: int, body: bytes = b"", path: str = "/") -> bytes:
+    """A POST head declaring ``length`` bytes, then ``body``."""
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path.encode(), length)
+    return head + body
+
+
+CHUNKED = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def error_json(code: str, message: str) -> bytes:
+    """gre's JSON error body, as gre.http.errors.error_body writes it."""
+    return json.dumps({"error": code, "message": message}, separators=(",", ":")).encode()
+
+
+def app_refusal(body: bytes) -> bytes:
+    """The exact bytes of a 503 that a swapped-in application answers (Starlette's
+    ``Response``: its headers, then content-length and content-type), closing."""
+    return b"".join(
+        [
+            b"HTTP/1.1 503 Service Unavailable\r\n",
+            DEFAULT_LINES,
+            RETRY,
+            b"connection: close\r\nx-request-id: ",
+            REQUEST_ID.encode(),
+            b"\r\ncontent-length: %d\r\ncontent-type: application/json\r\n\r\n" % len(body),
+            body,
+        ]
+    )
+
+
+async def test_declared_length_that_fits_is_held_until_the_answer() -> None:
+    server = budgeted()
+    protocol, transport = server.connect()
+    protocol.data_received(post(60, b"part"))
+    assert server.limits.budget.held == 60  # what it declared, not what arrived
+    await server.app.receiving.wait()
+    protocol.data_received(b"x" * 56)
+    await server.loop.finish()
+    assert transport.buffer == OK
+    assert server.limits.budget.held == 0
+    assert server.rejected == []
+
+
+async def test_declared_length_that_does_not_fit_gets_503_and_the_app_is_never_called() -> None:
+    server = budgeted()
+    holder, _ = server.connect()
+    holder.data_received(post(40, b"part"))  # an upload of 40 does not yield to one of 70
+    protocol, transport = server.connect()
+    protocol.data_received(post(70, b"x" * 70))
+    await asyncio.wait_for(server.loop.tasks[-1], 5)
+    body = error_json("too_many_bytes", NO_ROOM % 70)
+    assert transport.buffer == app_refusal(body)
+    assert json_body(transport.buffer) == {"error": "too_many_bytes", "message": NO_ROOM % 70}
+    assert transport.closed
+    assert server.app.paths == ["/"], "the refused request reached the application"
+    assert server.limits.budget.held == 40  # the refused request reserved nothing
+    assert server.rejected == ["too_many_bytes"]
+    holder.connection_lost(None)
+    assert server.limits.budget.held == 0
+    await server.loop.finish()
+
+
+async def test_declared_length_over_the_whole_budget_gets_503() -> None:
+    server = budgeted()
+    protocol, transport = server.connect()
+    protocol.data_received(post(BUDGET + 1))
+    await server.loop.finish()
+    assert transport.buffer == app_refusal(error_json("too_many_bytes", NO_ROOM % (BUDGET + 1)))
+    assert transport.closed
+    assert server.app.paths == []
+    assert server.rejected == ["too_many_bytes"]
+
+
+async def test_declared_length_reserves_at_most_max_body_bytes() -> None:
+    # The application answers a body over max_body_bytes 413 without reading it.
+    server = budgeted(max_body_bytes=50)
+    protocol, transport = server.connect()
+    protocol.data_received(post(10_000, b"x" * 10, path="/early"))
+    assert server.limits.budget.held == 50
+    await server.loop.finish()
+    assert transport.buffer.startswith(b"HTTP/1.1 422 ")
+    assert server.limits.budget.held == 0
+    assert server.rejected == []
+
+
+async def test_chunk_that_would_cross_the_budget_cuts_the_request_off() -> None:
+    server = budgeted()
+    protocol, transport = server.connect()
+    protocol.data_received(CHUNKED + chunk(b"a" * 60))
+    assert server.limits.budget.held == 60  # chunks reserve as they arrive
+    await server.app.receiving.wait()
+    protocol.data_received(chunk(b"b" * 60))
+    body = error_json("too_many_bytes", GREW_PAST)
+    assert transport.buffer == refusal(b"503 Service Unavailable", body, RETRY)
+    assert transport.closed
+    assert server.limits.budget.held == 0
+    await server.loop.finish()
+    assert server.app.messages == [
+        {"type": "http.request", "body": b"a" * 60, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    assert server.rejected == ["too_many_bytes"]
+
+
+async def test_chunks_after_an_early_answer_hold_nothing() -> None:
+    server = budgeted()
+    protocol, transport = server.connect()
+    protocol.data_received(CHUNKED.replace(b"POST /", b"POST /early") + chunk(b"a" * 30))
+    await server.loop.finish()
+    assert transport.buffer.startswith(b"HTTP/1.1 422 ")
+    assert server.limits.budget.held == 0
+    protocol.data_received(chunk(b"b" * 90))  # uvicorn discards it: nothing to count
+    assert server.limits.budget.held == 0
+    assert not transport.closed
+
+
+async def test_budget_is_released_when_the_connection_is_lost_mid_body() -> None:
+    server = budgeted()
+    protocol, _ = server.connect()
+    protocol.data_received(post(80, b"part"))
+    await server.app.receiving.wait()
+    protocol.connection_lost(None)
+    assert server.limits.budget.held == 0
+    await server.loop.finish()
+    assert server.app.messages[-1] == {"type": "http.disconnect"}
+
+
+async def test_budget_is_released_when_the_body_times_out() -> None:
+    server = budgeted()
+    protocol, transport = server.connect()
+    protocol.data_received(post(80, b"part"))
+    await server.app.receiving.wait()
+    server.loop.fire(protocol, BODY_TIMEOUT_S)
+    assert transport.buffer.startswith(b"HTTP/1.1 408 ")
+    assert server.limits.budget.held == 0
+    protocol.connection_lost(None)  # then the transport's close reports the loss
+    assert server.limits.budget.held == 0
+    await server.loop.finish()
+    assert server.rejected == ["request_timeout"]
+
+
+async def test_small_newcomer_cuts_off_the_largest_unfinished_upload() -> None:
+    server = budgeted()
+    small, small_transport = server.connect()
+    small.data_received(post(20, b"part"))
+    large, large_transport = server.connect()
+    large.data_received(post(70, b"part"))  # 90 of 100 held, both stalled
+    await asyncio.sleep(0)
+    newcomer, newcomer_transport = server.connect()
+    newcomer.data_received(post(30))  # 30 does not fit in 10: the 70 make room
+    body = error_json("too_many_bytes", CUT_TO_MAKE_ROOM)
+    assert large_transport.buffer == refusal(b"503 Service Unavailable", body, RETRY)
+    assert large_transport.closed
+    assert not small_transport.closed
+    assert server.limits.budget.held == 50
+    newcomer.data_received(b"x" * 30)
+    small.data_received(b"y" * 16)
+    await server.loop.finish()
+    assert newcomer_transport.buffer == OK
+    assert small_transport.buffer == OK
+    assert {"type": "http.disconnect"} in server.app.messages  # the cut-off one's
+    assert server.limits.budget.held == 0
+    assert server.rejected == ["too_many_bytes"]
+
+
+async def test_chunk_makes_room_as_a_declared_length_does() -> None:
+    server = budgeted()
+    large, large_transport = server.connect()
+    large.data_received(post(90, b"part"))
+    newcomer, newcomer_transport = server.connect()
+    newcomer.data_received(CHUNKED + chunk(b"a" * 20) + b"0\r\n\r\n")
+    assert large_transport.closed
+    assert large_transport.buffer.startswith(b"HTTP/1.1 503 ")
+    await server.loop.finish()
+    assert newcomer_transport.buffer == OK
+    assert server.limits.budget.held == 0
+    assert server.rejected == ["too_many_bytes"]
+
+
+@pytest.mark.parametrize("held", [60, 50], ids=["equal", "smaller"])
+async def test_an_upload_no_larger_than_the_newcomer_is_not_cut_off(held: int) -> None:
+    server = budgeted()
+    holder, holder_transport = server.connect()
+    holder.data_received(post(held, b"part"))
+    newcomer, newcomer_transport = server.connect()
+    newcomer.data_received(post(60))
+    await asyncio.wait_for(server.loop.tasks[-1], 5)
+    assert newcomer_transport.buffer == app_refusal(error_json("too_many_bytes", NO_ROOM % 60))
+    assert not holder_transport.closed
+    holder.data_received(b"x" * (held - 4))
+    await server.loop.finish()
+    assert holder_transport.buffer == OK
+    assert server.limits.budget.held == 0
+    assert server.rejected == ["too_many_bytes"]
+
+
+async def test_complete_bodies_waiting_for_their_answer_are_never_cut_off() -> None:
+    server = budgeted()
+    whole, whole_transport = server.connect()
+    whole.data_received(post(80, b"x" * 80, path="/hold"))
+    await server.app.holding.wait()  # its body is whole, its answer pending
+    newcomer, newcomer_transport = server.connect()
+    newcomer.data_received(post(30))
+    await asyncio.wait_for(server.loop.tasks[-1], 5)
+    assert newcomer_transport.buffer == app_refusal(error_json("too_many_bytes", NO_ROOM % 30))
+    assert not whole_transport.closed
+    assert server.limits.budget.held == 80  # held until answered
+    server.app.gate.put_nowait(None)
+    await server.loop.finish()
+    assert whole_transport.buffer == OK
+    assert server.limits.budget.held == 0
+
+
+async def test_pipelined_requests_each_hold_their_body_until_their_own_answer() -> None:
+    server = budgeted()
+    protocol, transport = server.connect()
+    first, second = post(10, b"a" * 10, path="/hold"), post(20, b"b" * 20, path="/hold")
+    protocol.data_received(first + second)  # the second waits behind the first
+    await server.app.holding.wait()
+    assert server.limits.budget.held == 30
+    server.app.gate.put_nowait(None)
+    while server.app.paths != ["/hold", "/hold"] or not server.app.holding.is_set():
+        await asyncio.sleep(0)  # the first is answered, the second starts and holds
+    assert server.limits.budget.held == 20
+    server.app.gate.put_nowait(None)
+    await server.loop.finish()
+    assert transport.buffer == OK + OK
+    assert server.limits.budget.held == 0
+
+
+async def test_queued_pipelined_request_is_not_cut_off() -> None:
+    # Cutting off a connection whose unfinished body waits behind a whole one would take
+    # the whole one with it.
+    server = budgeted()
+    protocol, transport = server.connect()
+    protocol.data_received(post(10, b"a" * 10, path="/hold") + post(80, b"part"))
+    await server.app.holding.wait()
+    newcomer, newcomer_transport = server.connect()
+    newcomer.data_received(post(20))
+    await asyncio.wait_for(server.loop.tasks[-1], 5)
+    assert newcomer_transport.buffer.startswith(b"HTTP/1.1 503 ")
+    assert not transport.closed
+    server.app.gate.put_nowait(None)  # the whole one is answered, then the other is read
+    await server.app.receiving.wait()
+    protocol.data_received(b"x" * 76)
+    await server.loop.finish()
+    assert transport.buffer == OK + OK
+    assert server.limits.budget.held == 0
