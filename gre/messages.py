@@ -66,11 +66,16 @@ class ReplicaSpec:
     preprocess: Mapping[str, Any]
     #: The largest batch the scheduler will send (``batching.max_batch_size``).
     max_batch_size: int = 1
+    #: Which model load this replica belongs to: 1 at start-up, +1 per reload.
+    generation: int = 1
 
     @property
     def name(self) -> str:
-        """``"<index>@<device>"``, e.g. ``"0@cpu"``: the replica's name in logs and metrics."""
-        return f"{self.index}@{self.device}"
+        """``"<index>@<device>"``, e.g. ``"0@cpu"``: the replica's name in logs and metrics;
+        after a reload ``"<index>@<device>#<generation>"`` (``"0@cpu#2"``), so that the old
+        and the new model's replicas never share a name."""
+        base = f"{self.index}@{self.device}"
+        return base if self.generation == 1 else f"{base}#{self.generation}"
 
 
 @dataclass(frozen=True)
@@ -128,11 +133,13 @@ Outcome = Prediction | ItemError
 
 @dataclass(frozen=True)
 class BatchResult:
-    """A batch's outcomes in request order, and its durations in ms."""
+    """A batch's outcomes in request order, its durations in ms, and the replica's resident
+    memory after it, bytes (0: unknown)."""
 
     outcomes: list[Outcome]
     preprocess_ms: float
     inference_ms: float
+    rss_bytes: int = 0
 
 
 @dataclass(frozen=True)

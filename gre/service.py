@@ -1,7 +1,10 @@
-"""The service: one model, its replicas and the scheduler, from start-up to drain.
+"""The service: one model at a time, its replicas and the scheduler, from start-up through
+reloads to drain.
 
 :class:`Service` is the façade the HTTP layer uses, and the only one: admit, submit, result,
-cancel, drain, readiness, describe. The scheduler and the replica pool behind it are its own.
+cancel, reload, drain, readiness, describe. The scheduler and the replica pools behind it are
+its own. Each model load is a :class:`Generation`; a reload starts the next beside the one
+serving, switches to it once warm and retires the old one, all on the one queue.
 """
 
 from __future__ import annotations
@@ -9,19 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gre.batching.errors import ReplicaStartError
 from gre.batching.queue import Pending
 from gre.batching.scheduler import Admission, Completed, Scheduler
-from gre.config import Config
+from gre.config import Config, ConfigError
 from gre.messages import BatchResult, Prediction, Ready, ReplicaSpec
 from gre.metrics import GpuCollector, Metrics, ReplicaCollector
 from gre.model.labels import answer
-from gre.model.loader import ModelError, load_model
+from gre.model.loader import Model, ModelError, load_model
+from gre.model.version import ModelVersion, model_version
 from gre.replicas.plan import PlanError, ReplicaPlan, discover_and_plan
-from gre.replicas.pool import ReplicaHandle, ReplicaPool, SlotState
+from gre.replicas.pool import ReplicaHandle, ReplicaPool, Slot, SlotState
 from gre.replicas.replica import Replica
 
 log = logging.getLogger("gre.service")
@@ -30,6 +34,18 @@ log = logging.getLogger("gre.service")
 class StartupError(RuntimeError):
     """The model cannot be served as configured: its files (:class:`ModelError`), the
     devices (:class:`PlanError`), or replicas that fail to start; the message says why."""
+
+
+class ReloadError(RuntimeError):
+    """A reload that did not happen; the old model keeps serving."""
+
+
+class ReloadInProgress(ReloadError):
+    """Another reload is under way."""
+
+
+class ReloadFailed(ReloadError):
+    """The new config or model could not be loaded or started; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -43,18 +59,39 @@ class Readiness:
     replicas_total: int
 
 
+@dataclass(eq=False)
+class Generation:
+    """One loaded model and the replicas serving it: number 1 at start-up, +1 per reload.
+
+    ``config`` is the configuration it was loaded from (``[server]`` and ``[batching]``
+    always those of start-up); ``num_classes`` is the labels' count, or the net's once a
+    replica has reported it.
+    """
+
+    number: int
+    config: Config
+    model: Model
+    plans: list[ReplicaPlan]
+    specs: list[ReplicaSpec]
+    version: ModelVersion
+    num_classes: int | None
+    pool: ReplicaPool = field(init=False)
+
+
 class Service:
-    """Replicas + scheduler for one model.
+    """Replicas + scheduler for one model at a time.
 
     Construction validates the model (:func:`gre.model.loader.load_model`) and plans the
     replicas, raising :class:`StartupError` before any process starts. :meth:`start` starts
     the replicas; :meth:`admit`, :meth:`submit` and :meth:`result` serve a request;
-    :meth:`drain` then :meth:`stop` end it.
+    :meth:`reload` swaps the model under load; :meth:`drain` then :meth:`stop` end it.
 
     Args:
         config: the whole configuration.
         replica: makes the handle of each replica slot (default: a replica process; tests of
             the HTTP layer pass a fake).
+        reload_config: re-reads the configuration for :meth:`reload` (raising
+            :class:`gre.config.ConfigError`); default: ``config`` again.
 
     Attributes:
         on_fatal: called with the error when a replica cannot be started any more (the
@@ -62,67 +99,149 @@ class Service:
     """
 
     def __init__(
-        self, config: Config, replica: Callable[[ReplicaSpec], ReplicaHandle] = Replica
+        self,
+        config: Config,
+        replica: Callable[[ReplicaSpec], ReplicaHandle] = Replica,
+        reload_config: Callable[[], Config] | None = None,
     ) -> None:
-        self.config = config
-        try:
-            self.model = load_model(config)
-            _, _, self.plans = discover_and_plan(config.replicas, self.model.engine)
-        except (ModelError, PlanError) as exc:
-            raise StartupError(str(exc)) from exc
+        self._start_config = config
+        self._new_replica = replica
+        self._reload_config = reload_config or (lambda: config)
         self._scheduler = Scheduler(config.batching)
-        self.num_classes: int | None = len(self.model.labels) if self.model.labels else None
-        #: What each replica slot runs, in slot order.
-        self.specs = [self._spec(plan) for plan in self.plans]
-        self._pool = ReplicaPool(
-            self.specs,
-            self._scheduler,
-            config.replicas,
-            on_fatal=lambda error: self.on_fatal(error),
-            on_ready=self._check_classes,
-            replica=replica,
-        )
         self.on_fatal: Callable[[str], None] = lambda error: None
         self._drain: asyncio.Task[bool] | None = None
+        #: Every replica slot of every generation, by name (names never repeat).
+        self._slots: dict[str, Slot] = {}
+        self._labels: dict[str, list[str] | None] = {}
+        self._current = self._load(config, 1)
+        self._next: Generation | None = None  # being started by a reload
+        self._retiring: list[Generation] = []
+        self._retired_restarts = 0
+        self.last_reload_error: str | None = None
         self.metrics = Metrics(config.batching.max_batch_size)
         self.metrics.queue_depth.set_function(lambda: len(self._scheduler.queue))
-        self.metrics.registry.register(
-            ReplicaCollector(self._pool.states, lambda: self._pool.restarts)
-        )
+        self.metrics.registry.register(ReplicaCollector(self._states, self._restarts))
         self.metrics.registry.register(GpuCollector())
+        self._show_version(None, self._current)
         self._scheduler.on_batch = self._observe_batch
 
-    def _observe_batch(self, replica: str, size: int, result: BatchResult) -> None:
-        slot = next(s for s in self._pool.slots if s.name == replica)
-        self.metrics.observe_batch(
-            replica, slot.device, size, result.preprocess_ms / 1e3, result.inference_ms / 1e3
-        )
+    # The model serving now
 
-    def _spec(self, plan: ReplicaPlan) -> ReplicaSpec:
-        model = self.config.model
+    @property
+    def config(self) -> Config:
+        """The configuration serving now (its ``[server]`` and ``[batching]`` are always
+        those of start-up)."""
+        return self._current.config
+
+    @property
+    def model(self) -> Model:
+        """The model serving now."""
+        return self._current.model
+
+    @property
+    def num_classes(self) -> int | None:
+        """The class count of the model serving now (``None`` until known)."""
+        return self._current.num_classes
+
+    @property
+    def specs(self) -> list[ReplicaSpec]:
+        """What each replica slot of the model serving now runs, in slot order."""
+        return self._current.specs
+
+    @property
+    def plans(self) -> list[ReplicaPlan]:
+        """Where the replicas of the model serving now run."""
+        return self._current.plans
+
+    @property
+    def version(self) -> ModelVersion:
+        """The version of the model serving now."""
+        return self._current.version
+
+    def _load(self, config: Config, number: int) -> Generation:
+        """Validate, plan and build (not start) generation ``number`` for ``config``.
+
+        Raises:
+            StartupError: the model's files, the devices, or the files' digest.
+        """
+        try:
+            model = load_model(config)
+            _, _, plans = discover_and_plan(config.replicas, model.engine)
+            version = model_version(config.model.deploy, config.model.weights)
+        except (ModelError, PlanError, OSError) as exc:
+            raise StartupError(str(exc)) from exc
+        specs = [self._spec(config, model, plan, number) for plan in plans]
+        num_classes = len(model.labels) if model.labels else None
+        generation = Generation(number, config, model, plans, specs, version, num_classes)
+        generation.pool = ReplicaPool(
+            specs,
+            self._scheduler,
+            config.replicas,
+            on_fatal=lambda error: self._fatal(generation, error),
+            on_ready=lambda info: self._check_classes(generation, info),
+            replica=self._new_replica,
+        )
+        for slot in generation.pool.slots:
+            self._slots[slot.name] = slot
+            self._labels[slot.name] = model.labels
+        return generation
+
+    def _fatal(self, generation: Generation, error: str) -> None:
+        # A reload's replicas that cannot start fail the reload (wait_started), not gre.
+        if generation is self._current:
+            self.on_fatal(error)
+
+    def _states(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for generation in self._generations():
+            for state, count in generation.pool.states().items():
+                counts[state] = counts.get(state, 0) + count
+        return counts
+
+    def _restarts(self) -> int:
+        return self._retired_restarts + sum(g.pool.restarts for g in self._generations())
+
+    def _generations(self) -> list[Generation]:
+        """The generation serving, the one a reload is starting, and those retiring."""
+        return [self._current, *([self._next] if self._next else []), *self._retiring]
+
+    def _observe_batch(self, replica: str, size: int, result: BatchResult) -> None:
+        self.metrics.observe_batch(
+            replica, self._slots[replica].device, size, result.preprocess_ms / 1e3,
+            result.inference_ms / 1e3,
+        )  # fmt: skip
+
+    def _show_version(self, old: Generation | None, new: Generation) -> None:
+        if old is not None:
+            self.metrics.model_info.remove(old.model.name, old.version.label)
+        self.metrics.model_info.labels(new.model.name, new.version.label).set(1)
+
+    def _spec(self, config: Config, model: Model, plan: ReplicaPlan, number: int) -> ReplicaSpec:
         return ReplicaSpec(
             index=plan.index,
-            engine=self.model.engine,
-            deploy=model.deploy,
-            weights=model.weights,
-            output_blob=model.output_blob,
-            apply_softmax=model.apply_softmax,
-            num_classes=len(self.model.labels or ()) or 1000,
+            engine=model.engine,
+            deploy=config.model.deploy,
+            weights=config.model.weights,
+            output_blob=config.model.output_blob,
+            apply_softmax=config.model.apply_softmax,
+            num_classes=len(model.labels or ()) or 1000,
             device=plan.device,
             threads=plan.threads,
-            decode_threads=self.config.replicas.decode_threads,
-            input_shape=self.model.net.input_shape,
-            preprocess=self.config.preprocess.model_dump(),
-            max_batch_size=self.config.batching.max_batch_size,
+            decode_threads=config.replicas.decode_threads,
+            input_shape=model.net.input_shape,
+            preprocess=config.preprocess.model_dump(),
+            max_batch_size=config.batching.max_batch_size,
+            generation=number,
         )
 
-    def _check_classes(self, info: Ready) -> None:
-        if self.num_classes is None:
-            self.num_classes = info.num_classes
-        if info.num_classes != self.num_classes:
+    @staticmethod
+    def _check_classes(generation: Generation, info: Ready) -> None:
+        if generation.num_classes is None:
+            generation.num_classes = info.num_classes
+        if info.num_classes != generation.num_classes:
             raise ReplicaStartError(
-                f"the net outputs {info.num_classes} classes but {self.num_classes} labels "
-                "are configured (model.synset_words / model.labels)"
+                f"the net outputs {info.num_classes} classes but {generation.num_classes} "
+                "labels are configured (model.synset_words / model.labels)"
             )
 
     # Life cycle
@@ -134,11 +253,91 @@ class Service:
             StartupError: a replica failed ``start_attempts`` times, or its class count
                 disagrees with the labels.
         """
-        self._pool.start()
+        pool = self._current.pool
+        pool.start()
         try:
-            await self._pool.wait_started()
+            await pool.wait_started()
         except ReplicaStartError as exc:
             raise StartupError(str(exc)) from exc
+
+    @property
+    def reloading(self) -> bool:
+        """Whether a :meth:`reload` is under way."""
+        return self._next is not None
+
+    async def reload(self) -> Generation:
+        """Swap the model without dropping a request: re-read the configuration, start the
+        new model's replicas beside the old ones and warm them up; then new batches go to
+        them only, the old replicas finish the batches they hold and stop. Queued requests
+        stay queued throughout. ``[server]`` and ``[batching]`` keep their start-up values
+        (a change there is logged and needs a restart). Returns the new generation.
+
+        Raises:
+            ReloadInProgress: another reload is under way.
+            ReloadFailed: the configuration, the model or its replicas failed (the old model
+                serves on), or the service is still starting or already draining.
+        """
+        if self._next is not None:
+            raise ReloadInProgress("a reload is already under way")
+        try:
+            return await self._reload()
+        except ReloadFailed as exc:
+            self.last_reload_error = str(exc)
+            self.metrics.reloads.labels("failed").inc()
+            log.error("reload failed, the old model serves on: %s", exc)
+            raise
+
+    async def _reload(self) -> Generation:
+        if self.draining:
+            raise ReloadFailed("the service is draining")
+        if not self._current.pool.all_started:
+            raise ReloadFailed("the service is still starting its replicas")
+        log.info("reloading: re-reading the configuration")
+        try:
+            config = self._keep_fixed(self._reload_config())
+            generation = self._load(config, self._current.number + 1)
+        except (ConfigError, StartupError) as exc:
+            raise ReloadFailed(str(exc)) from exc
+        self._next = generation
+        try:
+            generation.pool.start()
+            try:
+                await generation.pool.wait_started()
+            except ReplicaStartError as exc:
+                raise ReloadFailed(str(exc)) from exc
+            if self.draining:
+                raise ReloadFailed("the service began draining during the reload")
+        except BaseException:
+            await generation.pool.stop()
+            raise
+        finally:
+            self._next = None
+        old, self._current = self._current, generation
+        self._retiring.append(old)
+        self._show_version(old, generation)
+        log.info("reloaded: %s; retiring the old replicas", self.summary())
+        try:
+            await old.pool.retire()
+        finally:
+            self._retiring.remove(old)
+            self._retired_restarts += old.pool.restarts
+        self.last_reload_error = None
+        self.metrics.reloads.labels("ok").inc()
+        return generation
+
+    def _keep_fixed(self, config: Config) -> Config:
+        """``config`` with start-up's ``[server]`` and ``[batching]``: the listening socket,
+        the queue and the metrics' buckets stay as they are."""
+        start = self._start_config
+        changed = [
+            name for name in ("server", "batching") if getattr(config, name) != getattr(start, name)
+        ]
+        if changed:
+            log.warning(
+                "reload: changes to %s take effect at the next restart",
+                " and ".join(f"[{name}]" for name in changed),
+            )
+        return config.model_copy(update={"server": start.server, "batching": start.batching})
 
     @property
     def draining(self) -> bool:
@@ -164,10 +363,11 @@ class Service:
         return False
 
     async def stop(self) -> None:
-        """:meth:`drain` (if not begun already), answer what is left 503, stop the replicas."""
+        """:meth:`drain` (if not begun already), answer what is left 503, stop the replicas
+        of every generation."""
         await self.drain()
         self._scheduler.close()
-        await self._pool.stop()
+        await asyncio.gather(*(g.pool.stop() for g in self._generations()))
 
     # Requests
 
@@ -198,14 +398,16 @@ class Service:
     def answer(self, completed: Completed) -> list[dict[str, Any]]:
         """GRE's response shape for a completed request (see :func:`gre.model.labels.answer`)."""
         assert isinstance(completed.outcome, Prediction)
-        return answer(completed.outcome, self.model.labels)
+        # The labels of the model that ran it: during a reload both models answer.
+        return answer(completed.outcome, self._labels[completed.replica])
 
     # What it tells
 
     def readiness(self) -> Readiness:
         """Whether it serves, and how many replicas are ready (``GET /readyz``)."""
-        ready = not self.draining and self._pool.all_started and self._pool.ready_count > 0
-        return Readiness(ready, self.draining, self._pool.ready_count, len(self._pool.slots))
+        pool = self._current.pool
+        ready = not self.draining and pool.all_started and pool.ready_count > 0
+        return Readiness(ready, self.draining, pool.ready_count, len(pool.slots))
 
     def backlog(self) -> tuple[int, int]:
         """Requests queued, and requests in a batch on a replica."""
@@ -231,6 +433,12 @@ class Service:
             "engine": self.model.engine,
             "deploy": str(self.config.model.deploy),
             "weights": str(self.config.model.weights),
+            "version": {
+                "digest": self.version.digest,
+                "loaded_at": self.version.loaded_at_iso,
+                "generation": self._current.number,
+            },
+            "reload": {"in_progress": self.reloading, "last_error": self.last_reload_error},
             "input_shape": list(self.model.net.input_shape),
             "classes": self.num_classes,
             "devices": sorted({str(p.device) for p in self.plans}),
@@ -242,7 +450,7 @@ class Service:
                     "device": slot.device,
                     "restarts": slot.restarts,
                 }
-                for slot in self._pool.slots
+                for slot in self._current.pool.slots
             ],
             "batching": self.config.batching.model_dump(),
             "queue": {"waiting": queued, "in_flight": in_flight},

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from gre.batching.errors import ReplicaLost
+from gre.batching.errors import ReplicaLost, ReplicaStartError
 from gre.batching.scheduler import Scheduler, Worker
 from gre.messages import BatchResult, Outcome, Prediction, Ready, ReplicaSpec
 
@@ -70,7 +70,9 @@ class FakeReplica:
 
     Each image is answered by ``answer(image, top_k)`` (default: class 0 at 0.75, class 1 at
     0.25). ``gate`` (a :class:`threading.Event`, when set) holds each batch until released;
-    ``started`` is set when a batch arrives; ``fail`` (an exception) is raised by every batch.
+    ``started`` is set when a batch arrives; ``fail`` (an exception) is raised by every batch;
+    ``rss_bytes`` is reported after each batch. While :attr:`fail_start` is set, every new
+    replica fails to start with it.
     """
 
     def __init__(self, spec: ReplicaSpec) -> None:
@@ -84,13 +86,19 @@ class FakeReplica:
         self.answer: Callable[[bytes, int], Outcome] = lambda image, k: Prediction(
             (0, 1)[:k], (0.75, 0.25)[:k]
         )
+        self.rss_bytes = 0
+        self.stopped = False
         self._exited: asyncio.Future[int] | None = None
         FakeReplica.made.append(self)
 
     #: Every FakeReplica made, newest last (tests reach theirs through it).
     made: ClassVar[list[FakeReplica]] = []
+    #: The start-up error of every new replica while set.
+    fail_start: ClassVar[str | None] = None
 
     async def start(self, timeout_s: float) -> Ready:
+        if FakeReplica.fail_start is not None:
+            raise ReplicaStartError(f"replica {self.name} failed to start: {self.fail_start}")
         self.pid = os.getpid()
         self._exited = asyncio.get_running_loop().create_future()
         return Ready(self.pid, "fake", str(self.spec.device), self.spec.num_classes)
@@ -103,13 +111,14 @@ class FakeReplica:
         if self.fail is not None:
             raise self.fail
         outcomes = [self.answer(image, k) for image, k in zip(images, top_ks, strict=True)]
-        return BatchResult(outcomes, 0.1, 0.2)
+        return BatchResult(outcomes, 0.1, 0.2, self.rss_bytes)
 
     async def wait(self) -> int:
         assert self._exited is not None
         return await self._exited
 
     async def stop(self, timeout_s: float = 10.0) -> int | None:
+        self.stopped = True
         return await self.kill()
 
     async def kill(self) -> int | None:

@@ -170,8 +170,15 @@ class Scheduler:
         """Whether worker ``name`` is running a batch now."""
         return name in self._busy
 
-    async def run_worker(self, worker: Worker, timeout_s: float | None = None) -> None:
-        """Take batches for ``worker`` whenever it is idle, until it is lost or cancelled.
+    async def run_worker(
+        self,
+        worker: Worker,
+        timeout_s: float | None = None,
+        keep_going: Callable[[BatchResult], bool] | None = None,
+    ) -> None:
+        """Take batches for ``worker`` whenever it is idle, until it is lost or cancelled, or
+        ``keep_going`` (asked after each answered batch, with its result) says no: then it
+        returns, between batches, and the worker can be stopped with nothing in flight.
 
         A batch that fails in the worker (its forward raised) is answered
         :class:`ReplicaBatchError` and dispatching goes on. A worker that is gone (raises
@@ -223,6 +230,8 @@ class Scheduler:
                     self._busy.discard(worker.name)
                 self.wait.observe(len(batch), loop.time() - now)
                 self._complete(batch, result, now, worker.name)
+                if keep_going is not None and not keep_going(result):
+                    return
         finally:
             self._live.discard(worker.name)
 

@@ -1,5 +1,5 @@
 """The HTTP API (Starlette): ``/api/classify``, ``/api/model``, ``/healthz``, ``/readyz``,
-``/metrics``, ``/openapi.json``."""
+``/metrics``, ``/openapi.json``, and ``/admin/reload`` when enabled."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from starlette.routing import Route
 from gre.batching.errors import DeadlineExceeded, QueueFull, ReplicaError, ShuttingDown
 from gre.batching.queue import Pending
 from gre.batching.scheduler import Completed
+from gre.http.admin import admin_reload
 from gre.http.errors import (
     ApiError,
     ErrorCode,
@@ -294,8 +295,14 @@ def create_app(service: Service, start_replicas: bool = True) -> Starlette:
                 task.cancel()
             await service.stop()
 
+    admin = (
+        [Route("/admin/reload", admin_reload, methods=["POST"])]
+        if service.config.server.admin_reload
+        else []
+    )
     app = Starlette(
         routes=[
+            *admin,
             Route("/api/classify", classify, methods=["POST"]),
             Route("/api/model", model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -32,13 +32,19 @@ IMAGE_MEDIA_TYPES = (
 
 #: Codes of errors any path may answer (unknown path, wrong method).
 ROUTING_ERRORS = (ErrorCode.NOT_FOUND.value, ErrorCode.METHOD_NOT_ALLOWED.value)
+#: Codes only ``/admin/*`` answers (off by default, so not in this document).
+ADMIN_ERRORS = (
+    ErrorCode.FORBIDDEN.value,
+    ErrorCode.RELOAD_IN_PROGRESS.value,
+    ErrorCode.RELOAD_FAILED.value,
+)
 
 
 def _classify_errors() -> dict[int, tuple[str, tuple[str, ...]]]:
     """``POST /api/classify``'s errors from the catalogue: status -> (when, error codes)."""
     by_status: dict[int, list[ErrorCode]] = {}
     for code in ErrorCode:
-        if code.value not in ROUTING_ERRORS:
+        if code.value not in ROUTING_ERRORS + ADMIN_ERRORS:
             by_status.setdefault(code.status, []).append(code)
     errors = {}
     for status, codes in sorted(by_status.items()):
@@ -140,9 +146,34 @@ SCHEMAS: dict[str, Schema] = {
     "Model": _object(
         {
             "name": {"type": "string"},
-            "engine": {"type": "string", "enum": ["caffe", "opencv", "null"]},
+            "engine": {"type": "string", "enum": ["caffe", "opencv", "torch", "null"]},
             "deploy": {"type": "string", "description": "Path of the deploy prototxt."},
             "weights": {"type": "string", "description": "Path of the caffemodel."},
+            "version": _object(
+                {
+                    "digest": {
+                        "type": "string",
+                        "pattern": "^[0-9a-f]{12}$",
+                        "description": "SHA-256 of the deploy prototxt and caffemodel, "
+                        "first 12 hex digits.",
+                    },
+                    "loaded_at": {"type": "string", "description": "UTC, ISO 8601."},
+                    "generation": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "1 at start-up, +1 per reload.",
+                    },
+                }
+            ),
+            "reload": _object(
+                {
+                    "in_progress": {"type": "boolean"},
+                    "last_error": {
+                        "type": ["string", "null"],
+                        "description": "Why the last reload failed; null after one that did not.",
+                    },
+                }
+            ),
             "input_shape": {
                 "type": "array",
                 "items": {"type": "integer", "minimum": 1},

@@ -1,7 +1,8 @@
 """Run the service under Uvicorn (uvloop + httptools), with a graceful drain on SIGTERM/SIGINT.
 
 Under systemd (``Type=notify``) it sends READY=1 once every replica is warmed up, WATCHDOG=1
-from the event loop, and STOPPING=1 when the drain begins.
+from the event loop, RELOADING=1 and READY=1 around a reload (SIGHUP), and STOPPING=1 when
+the drain begins.
 
 The first SIGTERM or SIGINT turns ``/readyz`` 503 and new requests 503, lets queued and
 in-flight requests finish, then stops the server and the replicas; exit status 0. A second
@@ -19,7 +20,8 @@ import logging
 import resource
 import signal
 import threading
-from collections.abc import Coroutine, Generator
+import time
+from collections.abc import Callable, Coroutine, Generator
 from types import FrameType
 from typing import Any
 
@@ -28,9 +30,10 @@ import uvloop
 
 from gre.config import Config
 from gre.http.app import create_app
+from gre.http.budget import BodyBudget
 from gre.http.protocol import Limits, limited_protocol
 from gre.notify import SystemdNotifier
-from gre.service import Service
+from gre.service import ReloadError, Service
 
 log = logging.getLogger("gre.http.server")
 
@@ -57,6 +60,7 @@ class GreServer(uvicorn.Server):
             return
         handled = (signal.SIGINT, signal.SIGTERM)
         originals = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        originals[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.handle_reload)
         try:
             yield
         finally:
@@ -69,6 +73,21 @@ class GreServer(uvicorn.Server):
             self.force_exit = self.service.draining
             return
         self._loop.call_soon_threadsafe(self._spawn, self._drain())
+
+    def handle_reload(self, sig: int, frame: FrameType | None) -> None:
+        """SIGHUP (``systemctl reload gre``): reload the model in the background."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._spawn, self._reload())
+
+    async def _reload(self) -> None:
+        # sd_notify(3): RELOADING=1 comes with the monotonic clock, and READY=1 ends it.
+        self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            await self.service.reload()  # logs and counts a failure itself
+        except ReloadError:
+            pass
+        finally:
+            self.notifier.notify("READY=1")
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -105,16 +124,21 @@ class GreServer(uvicorn.Server):
         await super().serve(sockets)  # type: ignore[arg-type]
 
 
-def build_server(config: Config) -> GreServer:
-    """The server for ``config``; raises :class:`StartupError` for an unusable model."""
-    service = Service(config)
+def build_server(config: Config, reload_config: Callable[[], Config] | None = None) -> GreServer:
+    """The server for ``config``; raises :class:`StartupError` for an unusable model.
+    ``reload_config``: as :func:`run`."""
+    service = Service(config, reload_config=reload_config)
     app = create_app(service, start_replicas=False)
     server = config.server
+    budget = BodyBudget(server.max_inflight_body_bytes)  # one for all connections
+    service.metrics.inflight_body_bytes.set_function(lambda: budget.held)
     limits = Limits(
         header_timeout_s=server.header_timeout_s,
         body_timeout_s=server.body_timeout_s,
         max_header_bytes=server.max_header_bytes,
         max_connections=server.max_connections,
+        max_body_bytes=server.max_body_bytes,
+        budget=budget,
         on_reject=lambda reason: service.metrics.rejected.labels(reason).inc(),
     )
     uvicorn_config = uvicorn.Config(
@@ -153,9 +177,14 @@ def raise_open_file_limit(connections: int) -> None:
             )
 
 
-def run(config: Config) -> int:
-    """Serve until drained; returns the process exit status (0, or 1 if replicas failed)."""
+def run(config: Config, reload_config: Callable[[], Config] | None = None) -> int:
+    """Serve until drained; returns the process exit status (0, or 1 if replicas failed).
+
+    ``reload_config`` re-reads the configuration for a reload (SIGHUP, ``POST
+    /admin/reload``), raising :class:`gre.config.ConfigError`; without it a reload re-uses
+    ``config``.
+    """
     raise_open_file_limit(config.server.max_connections)
-    server = build_server(config)
+    server = build_server(config, reload_config)
     uvloop.run(server.serve())
     return server.exit_code

@@ -5,6 +5,10 @@ until the replica dies, hangs (``replica_timeout_ms``) or exits, then starts a n
 an exponential backoff. A slot whose replica fails to *start* ``start_attempts`` times in a
 row (a bad caffemodel, say) is fatal: the service exits non-zero with the replica's error,
 for systemd to restart it, rather than looping.
+
+A replica whose resident memory passes ``max_rss_mb`` after a batch is stopped between
+batches and replaced at once (a restart, without backoff). :meth:`ReplicaPool.retire` ends
+a whole pool the same way, for a model reload: no new batches, those in progress finish.
 """
 
 from __future__ import annotations
@@ -84,11 +88,23 @@ class Slot:
     restarts: int = 0
     error: str | None = None
     first_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Its replica's dispatch loop while it is ready.
+    dispatch: asyncio.Future[None] | None = None
+    #: The task that keeps it filled (:meth:`ReplicaPool.start`).
+    supervisor: asyncio.Task[None] | None = None
 
     @property
     def device(self) -> str:
         """The device its replica reported using, else the one planned (e.g. ``"gpu:0"``)."""
         return self.info.device if self.info else str(self.spec.device)
+
+
+class DispatchEnd(enum.Enum):
+    """Why a replica stopped taking batches."""
+
+    LOST = "lost"  # it died, hung or exited: restart after a backoff
+    OVER_MEMORY = "over_memory"  # past max_rss_mb after a batch: replace it now
+    RETIRED = "retired"  # the pool is retiring: stop it
 
 
 class ReplicaPool:
@@ -121,6 +137,10 @@ class ReplicaPool:
         self._new_replica = replica
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._retiring = False
+        self._max_rss_bytes = (
+            None if config.max_rss_mb is None else int(config.max_rss_mb * 1024 * 1024)
+        )
         self._failed = asyncio.Event()
         self.fatal_error: str | None = None
 
@@ -148,10 +168,11 @@ class ReplicaPool:
 
     def start(self) -> None:
         """Start supervising every slot (returns at once; see :meth:`wait_started`)."""
-        self._tasks = [
-            asyncio.create_task(self._supervise(slot), name=f"supervise-{slot.name}")
-            for slot in self.slots
-        ]
+        for slot in self.slots:
+            slot.supervisor = asyncio.create_task(
+                self._supervise(slot), name=f"supervise-{slot.name}"
+            )
+        self._tasks = [slot.supervisor for slot in self.slots if slot.supervisor is not None]
 
     async def wait_started(self) -> None:
         """Wait until every slot was ready once.
@@ -213,19 +234,43 @@ class ReplicaPool:
                 "replica %s ready: pid %d, engine %s on %s",
                 slot.name, info.pid, info.engine, info.device,
             )  # fmt: skip
-            await self._run_until_lost(slot, replica, timeout_s)
-            if self._stopping:
+            end = await self._run_until_lost(slot, replica, timeout_s)
+            if self._stopping or self._retiring:
                 return
             slot.state = SlotState.DEAD
             slot.restarts += 1
+            if end is DispatchEnd.OVER_MEMORY:
+                continue  # stopped between batches: nothing lost, nothing to back off from
             crashes = 1 if loop.time() - up_since > STABLE_AFTER_S else crashes + 1
             delay = self._backoff(crashes)
             log.warning("restarting replica %s in %.1f s", slot.name, delay)
             await asyncio.sleep(delay)
 
-    async def _run_until_lost(self, slot: Slot, replica: ReplicaHandle, timeout_s: float) -> None:
-        dispatch = asyncio.ensure_future(self.scheduler.run_worker(replica, timeout_s))
+    def _keep_going(self, slot: Slot) -> Callable[[BatchResult], bool]:
+        """The dispatch loop's question after each batch: go on, unless the pool is retiring
+        or the replica is past ``max_rss_mb``."""
+
+        def keep_going(result: BatchResult) -> bool:
+            limit = self._max_rss_bytes
+            if limit is not None and result.rss_bytes > limit:
+                log.warning(
+                    "replica %s holds %.0f MiB, over max_rss_mb %.0f: replacing it",
+                    slot.name, result.rss_bytes / 2**20, limit / 2**20,
+                )  # fmt: skip
+                return False
+            return not self._retiring
+
+        return keep_going
+
+    async def _run_until_lost(
+        self, slot: Slot, replica: ReplicaHandle, timeout_s: float
+    ) -> DispatchEnd:
+        dispatch = asyncio.ensure_future(
+            self.scheduler.run_worker(replica, timeout_s, self._keep_going(slot))
+        )
+        slot.dispatch = dispatch
         exited = asyncio.ensure_future(replica.wait())
+        end = DispatchEnd.LOST
         try:
             await asyncio.wait({dispatch, exited}, return_when=asyncio.FIRST_COMPLETED)
             if exited.done() and not dispatch.done():
@@ -240,13 +285,36 @@ class ReplicaPool:
                     dispatch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await dispatch
+            if not exited.done() and (self._retiring or not dispatch.cancelled()):
+                # run_worker returned (or, idle, was cancelled) between batches: nothing is
+                # in flight, so the replica exits cleanly.
+                end = DispatchEnd.RETIRED if self._retiring else DispatchEnd.OVER_MEMORY
+                await replica.stop()
         except ReplicaLost as exc:
             log.error("%s", exc)
         except Exception:  # a bug in dispatching must not leave the slot dead but "ready"
             log.exception("dispatching to replica %s failed", slot.name)
         finally:
+            slot.dispatch = None
             exited.cancel()
             await replica.kill()
+        return end
+
+    async def retire(self) -> None:
+        """End the pool without losing a request (a model reload's old pool): no replica takes
+        another batch, those running a batch finish it and are answered, then every replica
+        is stopped and its slot :attr:`SlotState.STOPPED`."""
+        self._retiring = True
+        for slot in self.slots:
+            replica = slot.replica
+            idle = replica is None or not self.scheduler.busy(replica.name)
+            if slot.dispatch is not None and idle:
+                slot.dispatch.cancel()  # waiting in the queue: nothing taken yet
+            elif slot.dispatch is None and slot.supervisor is not None:
+                slot.supervisor.cancel()  # starting or backing off: it holds no batch
+        # Busy replicas return from run_worker after their batch (keep_going says no).
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.stop()
 
     async def stop(self) -> None:
         """Ask every replica to exit after its batch (killing any that do not), then stop

@@ -10,6 +10,7 @@ socketpair, it speaks the messages of :mod:`gre.messages`: it receives its
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -35,6 +36,19 @@ def warm_up(classifier: Classifier, max_batch_size: int) -> int:
     for size in sizes:
         output = classifier.probabilities(np.zeros((size, *shape), dtype=np.float32))
     return int(output.shape[1])
+
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_bytes() -> int:
+    """This process's resident set size now, bytes (``/proc/self/statm``'s second field, as
+    ``ps``' RSS); 0 where ``/proc`` is absent."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except OSError:
+        return 0
 
 
 def serve(sock: socket.socket) -> int:
@@ -69,7 +83,9 @@ def serve(sock: socket.socket) -> int:
         if not isinstance(message, BatchRequest):  # Stop
             return 0
         try:
-            wire.send(sock, classifier.classify(message.images, message.top_ks))
+            result = classifier.classify(message.images, message.top_ks)
+            # The front end replaces a replica past replicas.max_rss_mb between batches.
+            wire.send(sock, dataclasses.replace(result, rss_bytes=resident_bytes()))
         except Exception as exc:  # the engine failed on this batch; the replica lives on
             traceback.print_exc(file=sys.stderr)
             wire.send(sock, BatchFailed(f"{type(exc).__name__}: {exc}"))

@@ -160,3 +160,23 @@ def test_absent_gpus_are_a_start_up_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "replicas.devices asks for GPU [0, 1], not present" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_replica_over_max_rss_mb_is_replaced_between_batches(tmp_path: Path) -> None:
+    # Every replica holds more than 1 MiB, so each is replaced after each batch it answers.
+    args = ("--engine", "null", "--set", "max_rss_mb=1")
+    cat = shared("images/cat.jpg").read_bytes()
+    with running_server(tmp_path, *args) as server, server.client() as client:
+        first = replicas(server)[0]["pid"]
+        statuses = [client.post("/api/classify", content=cat).status_code for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            replica = replicas(server)[0]
+            if replica["restarts"] == 3 and replica["state"] == "ready":
+                break
+            time.sleep(0.05)
+        assert replica["restarts"] == 3, replica
+        assert replica["pid"] != first
+        assert "over max_rss_mb 1: replacing it" in server.output()
+        assert "gre_replica_restarts_total 3.0" in client.get("/metrics").text
