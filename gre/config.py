@@ -158,6 +158,8 @@ class ServerConfig(_Section):
     max_connections: int = Field(default=1024, ge=1)
     #: Pending-connection queue of the listening socket (capped by net.core.somaxconn).
     backlog: int = Field(default=2048, ge=1)
+    #: Serve the try-it page at ``GET /`` (static files in the package).
+    ui: bool = True
     #: Serve ``POST /admin/reload`` (re-read the config, swap the model without dropping a
     #: request); SIGHUP reloads whatever this says.
     admin_reload: bool = False

@@ -32,7 +32,9 @@ from gre.http.errors import (
     internal_error,
     new_request_id,
 )
+from gre.http.inference_protocol import inference_protocol_routes
 from gre.http.openapi import openapi_document
+from gre.http.ui import ui_routes
 from gre.messages import ItemError
 from gre.model.imaging import ImageError, check_image
 from gre.service import Service
@@ -302,6 +304,8 @@ def create_app(service: Service, start_replicas: bool = True) -> Starlette:
     )
     app = Starlette(
         routes=[
+            *ui_routes(service),
+            *inference_protocol_routes(service),
             *admin,
             Route("/api/classify", classify, methods=["POST"]),
             Route("/api/model", model, methods=["GET"]),
