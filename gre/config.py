@@ -64,6 +64,10 @@ class ModelConfig(_Section):
     output_blob: str | None = None
     #: Apply softmax to the output blob (for nets that end in logits, not a Softmax layer).
     apply_softmax: bool = False
+    #: The torch engine's arithmetic: ``"fp32"`` (within 1e-5 of pycaffe; TF32 off), or
+    #: ``"fp16"`` / ``"bf16"`` with channels_last (faster on a GPU; accuracy in
+    #: docs/fidelity.md). Other engines run fp32 and refuse the others.
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
 
 
 class PreprocessConfig(_Section):
