@@ -274,6 +274,11 @@ class _Layered:
         self.sources[(section, key)] = source
         if key == "synset_words" and section == "model":
             self.values["model"].setdefault("labels", None)  # synset words replace the default
+        if key == "deploy" and section == "model" and isinstance(value, str):
+            # Another net than the default's: name it after its model-zoo folder
+            # (models/bvlc_googlenet/deploy.prototxt -> bvlc_googlenet), not "open_nsfw".
+            path = Path(value)
+            self.values["model"].setdefault("name", path.parent.name or path.stem)
 
 
 def load_config(

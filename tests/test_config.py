@@ -241,3 +241,14 @@ def test_server_settings_that_cannot_work_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, {}, overrides)
+
+
+def test_a_deploy_of_its_own_names_the_model_after_its_folder(tmp_path: Path) -> None:
+    deploy = tmp_path / "bvlc_googlenet" / "deploy.prototxt"
+    deploy.parent.mkdir()
+    deploy.write_text('name: "GoogleNet"\n')
+    environ = {"DEPLOY_PROTOTXT": str(deploy)}
+    assert load_config(None, environ, {"engine": "null"}).model.name == "bvlc_googlenet"
+    named = load_config(None, environ, {"engine": "null", "name": "mine"})
+    assert named.model.name == "mine"  # an explicit name wins, whatever its source
+    assert load_config(None, {}, {}).model.name == "open_nsfw"
