@@ -233,6 +233,7 @@ OTHER_GRE_NAMES = frozenset(
         "GRE_FUZZ_EXAMPLES",  # Makefile, tests: fuzzing length
         "GRE_PEERS",  # Makefile, tests/benchmarks: which peers to test
         "GRE_PEER_RUN",  # benchmarks/peers/launch.py: marks a peer's processes, gre's too
+        "GRE_UI_SCREENSHOT",  # tests/http/test_ui.py: where to save the page's screenshot
     }
 )
 
