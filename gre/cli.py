@@ -1,4 +1,4 @@
-"""The command line: ``gre serve``, ``gre classify``, ``gre info``."""
+"""The command line: ``gre serve``, ``gre classify``, ``gre info``, ``gre fetch``."""
 
 from __future__ import annotations
 
@@ -6,13 +6,20 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gre.config import Config, ConfigError, load_config
 
+if TYPE_CHECKING:
+    from gre.zoo.fetch import Fetched
+
 EXIT_CONFIG = 2
+#: ``gre fetch`` failed (a download, a checksum, the manifest).
+EXIT_FETCH = 1
+#: ``gre fetch`` interrupted (Ctrl-C: 128 + SIGINT); its ``.part`` files are kept.
+EXIT_INTERRUPTED = 130
 
 _config_option = click.option(
     "--config",
@@ -208,3 +215,97 @@ def info(
     except ValueError as exc:
         fail(str(exc))
     click.echo(json.dumps(facts, indent=2) if as_json else render(facts))
+
+
+def _fetched_line(fetched: Fetched) -> str:
+    """One line per file ``gre fetch`` put in place."""
+    how = {"present": "present, kept", "downloaded": "downloaded", "extracted": "extracted"}
+    replaced = " (replaced a file that failed its checks)" if fetched.replaced else ""
+    return f"{fetched.path}: {how[fetched.action]}{replaced}, sha1 {fetched.sha1}"
+
+
+def _fetch_target(
+    target: str, directory: Path, sha1: str | None, mirror: str | None, manifest: Path | None
+) -> list[Fetched]:
+    """Fetch a URL (``target`` has ``://``) or a manifest name, with a progress bar on stderr.
+
+    Raises:
+        FetchError: see :func:`gre.zoo.fetch.fetch_url` and :func:`~gre.zoo.fetch.fetch_model`.
+    """
+    from gre.zoo.fetch import fetch_model, fetch_url, new_client
+    from gre.zoo.manifest import load_manifest
+    from gre.zoo.progress import BarProgress
+
+    with new_client() as client, BarProgress() as progress:
+        if "://" in target:
+            return [fetch_url(target, directory, sha1=sha1, client=client, progress=progress)]
+        return fetch_model(
+            target, directory, manifest=load_manifest(manifest), client=client,
+            progress=progress, mirror=mirror,
+        )  # fmt: skip
+
+
+@main.command()
+@click.argument("target", metavar="NAME|URL", required=False)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("models"),
+    show_default=True,
+    help="Folder to fetch into: a NAME's files go to DIR/NAME/, where config/NAME.toml "
+    "expects them (models/NAME/ from the repository root).",
+)
+@click.option("--sha1", metavar="HEX", help="With a URL: the SHA-1 the file must have.")
+@click.option(
+    "--mirror",
+    metavar="URL",
+    help="With a NAME: fetch each file from URL/NAME/FILE instead of its origin, e.g. an "
+    "air-gapped `python -m http.server -d models` (checksums are verified all the same).",
+)
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Manifest TOML to read instead of gre's own (its form: gre/zoo/manifest.py).",
+)
+@click.option("--list", "list_names", is_flag=True, help="List the names known, then exit.")
+def fetch(
+    target: str | None,
+    directory: Path,
+    sha1: str | None,
+    mirror: str | None,
+    manifest_path: Path | None,
+    list_names: bool,
+) -> None:
+    """Download a model NAME's files (deploy prototxt, caffemodel, synset words, mean) into
+    --dir/NAME/, or one URL into --dir. Each is verified (SHA-1, size in bytes) before it is
+    renamed into place; files already there and verified are kept; an interrupted download
+    resumes on the next run (HTTP Range). Exit 1 on failure."""
+    from gre.zoo.errors import FetchError
+    from gre.zoo.manifest import load_manifest
+
+    is_url = target is not None and "://" in target
+    if sha1 is not None and not is_url:
+        raise click.UsageError("--sha1 goes with a URL; a NAME's checksums are in the manifest")
+    if mirror is not None and is_url:
+        raise click.UsageError("--mirror goes with a NAME; give the mirror's URL itself instead")
+    try:
+        if list_names:
+            for name, model in load_manifest(manifest_path).models.items():
+                click.echo(f"{name}  {model.description}".rstrip())
+            return
+        if target is None:
+            raise click.UsageError("give a model NAME or a URL (--list shows the names)")
+        results = _fetch_target(target, directory, sha1, mirror, manifest_path)
+    except FetchError as exc:
+        click.echo(f"gre: error: {exc}", err=True)
+        sys.exit(EXIT_FETCH)
+    except KeyboardInterrupt:
+        click.echo("gre: error: interrupted; partial downloads (*.part) are kept: run the "
+                   "same command again to resume", err=True)  # fmt: skip
+        sys.exit(EXIT_INTERRUPTED)
+    for fetched in results:
+        click.echo(_fetched_line(fetched))
+    if not is_url and directory == Path("models") and Path("config", f"{target}.toml").is_file():
+        click.echo(f"serve it: gre serve --config config/{target}.toml")

@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "gre.service": 4,
     "gre.info": 4,
     "gre.offline": 4,
+    "gre.zoo": 4,  # gre fetch: reads gre.model's mean files; nothing above
     "gre.http": 5,
     "gre.cli": 6,
     "gre.testing": 6,
