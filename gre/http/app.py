@@ -30,10 +30,10 @@ from gre.http.errors import (
     handle_http_exception,
     handle_unexpected,
     internal_error,
-    new_request_id,
 )
 from gre.http.inference_protocol import inference_protocol_routes
 from gre.http.openapi import openapi_document
+from gre.http.request_parts import parse_timeout, read_body, refusal, request_id_of
 from gre.http.ui import ui_routes
 from gre.messages import ItemError
 from gre.model.imaging import ImageError, check_image
@@ -41,27 +41,11 @@ from gre.service import Service
 
 access_log = logging.getLogger("gre.access")
 
-#: A client's X-Request-Id kept as sent: 1-128 visible ASCII characters, as proxies accept.
-_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _DECIMAL = re.compile(r"[0-9]{1,9}")
-_MILLISECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
 
 
 class ClientGone(Exception):
     """The client disconnected while its request waited."""
-
-
-def request_id_of(sent: str | None) -> tuple[str, dict[str, Any]]:
-    """The request's id and its access-log record: the client's ``X-Request-Id`` when it is
-    1-128 visible ASCII characters, else a new one (logged beside the refused id's length,
-    never the id itself, so a client cannot multiply the log's size per request)."""
-    if sent is not None and _REQUEST_ID.fullmatch(sent):
-        return sent, {"request_id": sent}
-    request_id = new_request_id()
-    record: dict[str, Any] = {"request_id": request_id}
-    if sent is not None:
-        record["refused_request_id_length"] = len(sent)
-    return request_id, record
 
 
 def parse_top_k(request: Request, service: Service) -> int:
@@ -83,40 +67,6 @@ def parse_top_k(request: Request, service: Service) -> int:
         limit = f"1..{classes}" if classes else ">= 1"
         raise ApiError(ErrorCode.BAD_TOP_K, f"top_k must be in {limit}, got {top_k}")
     return top_k
-
-
-def parse_timeout(request: Request) -> float | None:
-    """The ``X-Request-Timeout-Ms`` header (ms, > 0), which may only lower the deadline.
-
-    Raises:
-        ApiError: 400 when it is not a positive number.
-    """
-    raw = request.headers.get("x-request-timeout-ms")
-    if raw is None:
-        return None
-    # float() alone would also take "1_000", "inf", "nan" and "1e999".
-    timeout = float(raw) if _MILLISECONDS.fullmatch(raw) else 0.0
-    if not timeout > 0 or timeout == float("inf"):
-        raise ApiError(
-            ErrorCode.BAD_TIMEOUT, f"X-Request-Timeout-Ms must be a positive number, got {raw!r}"
-        )
-    return timeout
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing (413) as soon as it exceeds ``limit`` bytes, before the rest
-    is read; a ``Content-Length`` over the limit is refused without reading anything."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(ErrorCode.TOO_LARGE, f"the body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(ErrorCode.TOO_LARGE, f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def wait_for_answer(request: Request, service: Service, pending: Pending) -> Completed:
@@ -186,18 +136,6 @@ async def classify(request: Request) -> Response:
     elif service.config.server.access_log:
         access_log.info("request", extra=record)
     return response
-
-
-def refusal(exc: QueueFull | ShuttingDown | ReplicaError | DeadlineExceeded) -> ApiError:
-    """The answer to a request the scheduler refused or could not answer: 503 (with
-    ``Retry-After``) for a full queue, a drain or a failed replica; 504 past the deadline."""
-    if isinstance(exc, QueueFull):
-        return ApiError(ErrorCode.QUEUE_FULL, str(exc))
-    if isinstance(exc, ShuttingDown):
-        return ApiError(ErrorCode.SHUTTING_DOWN, str(exc))
-    if isinstance(exc, ReplicaError):
-        return ApiError(ErrorCode.REPLICA_FAILED, str(exc))
-    return ApiError(ErrorCode.DEADLINE_EXCEEDED, str(exc))
 
 
 async def _classify(request: Request, service: Service, record: dict[str, Any]) -> Response:

@@ -301,6 +301,314 @@ def _readiness(ready: bool, description: str) -> Schema:
     return _json(schema, f"{description} `replicas` counts those ready and all.")
 
 
+def _page() -> Schema:
+    """``GET /``: the try-it page (``gre.http.ui``), or 404 with ``server.ui = false``."""
+    return _get(
+        "ui",
+        "The try-it page",
+        {
+            "200": {
+                "description": "The page: choose an image, see its top-k classes.",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            },
+            "404": _error(("not_found",), "`server.ui` is false."),
+        },
+    )
+
+
+# The Open Inference Protocol (KServe v2; gre.http.inference_protocol)
+
+_STRING = {"type": "string"}
+_SHAPE = {"type": "array", "items": {"type": "integer", "minimum": -1}}
+
+V2_SCHEMAS: dict[str, Schema] = {
+    "V2Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "minLength": 1},
+            "message": {"type": "string", "minLength": 1},
+        },
+        "description": "The protocol's error object. Refusals that gre's catalogue names "
+        "start `<code>: ` (README's errors table), and `image <i> of <n>: ` when one image "
+        "caused it. Unknown paths and errors of the connection itself (408, 431, some 400 "
+        "and 503) come in gre's Error shape, which also has `error`.",
+    },
+    "V2ServerMetadata": _object(
+        {
+            "name": {"const": "gre"},
+            "version": _STRING,
+            "extensions": {"type": "array", "items": _STRING},
+        }
+    ),
+    "V2TensorMetadata": _object(
+        {"name": _STRING, "datatype": {"enum": ["BYTES", "FP32"]}, "shape": _SHAPE}
+    ),
+    "V2ModelMetadata": _object(
+        {
+            "name": _STRING,
+            "versions": {"type": "array", "items": _STRING, "minItems": 1},
+            "platform": {"const": "caffe"},
+            "inputs": {"type": "array", "items": _ref("V2TensorMetadata")},
+            "outputs": {"type": "array", "items": _ref("V2TensorMetadata")},
+        }
+    ),
+    "V2ModelConfig": {
+        "type": "object",
+        "description": "Triton's ModelConfig (model_config.proto) as JSON.",
+        "required": [
+            "name",
+            "platform",
+            "backend",
+            "max_batch_size",
+            "input",
+            "output",
+            "dynamic_batching",
+            "instance_group",
+        ],
+        "properties": {
+            "name": _STRING,
+            "platform": {"const": "caffe"},
+            "backend": {"type": "string", "description": "The engine."},
+            "max_batch_size": {"type": "integer", "minimum": 1},
+            "input": {"type": "array", "items": {"type": "object"}},
+            "output": {"type": "array", "items": {"type": "object"}},
+            "dynamic_batching": {"type": "object"},
+            "instance_group": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "V2InferRequest": {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": _STRING,
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "binary_data_output": {"type": "boolean"},
+                    "timeout": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "µs; lowers the deadline (0: none).",
+                    },
+                },
+            },
+            "inputs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["name", "datatype", "shape"],
+                    "properties": {
+                        "name": {"const": "image"},
+                        "datatype": {"const": "BYTES"},
+                        "shape": {
+                            "type": "array",
+                            "items": {"type": "integer", "minimum": 1},
+                            "minItems": 1,
+                            "maxItems": 2,
+                            "description": "[N, 1] or [N]: N images, 1..max_batch_size.",
+                        },
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                        },
+                        "data": {
+                            "type": "array",
+                            "description": "Each image base64-encoded, flat or one per row.",
+                            "items": {"anyOf": [_STRING, {"type": "array", "items": _STRING}]},
+                        },
+                    },
+                },
+            },
+            "outputs": {
+                "type": "array",
+                "maxItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"const": "probabilities"},
+                        "parameters": {
+                            "type": "object",
+                            "properties": {
+                                "binary_data": {"type": "boolean"},
+                                "classification": {"type": "integer", "minimum": 0},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "V2InferResponse": {
+        "type": "object",
+        "required": ["model_name", "outputs"],
+        "properties": {
+            "model_name": _STRING,
+            "id": _STRING,
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "datatype", "shape"],
+                    "properties": {
+                        "name": {"const": "probabilities"},
+                        "datatype": {"enum": ["FP32", "BYTES"]},
+                        "shape": _SHAPE,
+                        "data": {"type": "array", "items": {"type": ["number", "string"]}},
+                        "parameters": _object({"binary_data_size": _NON_NEGATIVE}),
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def _v2_json(name: str, description: str) -> Schema:
+    return _json(_ref(name), description)
+
+
+def _v2_error(description: str, headers: Schema | None = None) -> Schema:
+    return _json(_ref("V2Error"), description, headers)
+
+
+_UNKNOWN_MODEL = _v2_error("Not the model serving (nor its version).")
+
+
+def _v2_ready(ready: bool, schema: Schema) -> Schema:
+    return _json(schema, "Ready (as /readyz)." if ready else "Not ready (as /readyz: 503).")
+
+
+def _v2_readiness(model: bool) -> Schema:
+    fields: Schema = {"ready": {"type": "boolean"}}
+    if model:
+        fields = {"name": _STRING, **fields}
+    responses = {"200": _v2_ready(True, _object(fields)), "503": _v2_ready(False, _object(fields))}
+    if model:
+        responses["404"] = _UNKNOWN_MODEL
+    return responses
+
+
+def _infer_errors() -> dict[int, str]:
+    """``POST .../infer``'s errors: status -> when; classify's, less ``bad_top_k``, and the
+    protocol's own."""
+    errors = {s: when for s, (when, codes) in CLASSIFY_ERRORS.items() if codes != ("bad_top_k",)}
+    errors[400] = (
+        "A body that is not the protocol's inference request (JSON, or a JSON header and "
+        "binary tensor data), another input or output than `image` and `probabilities`, more "
+        "images than `max_batch_size`, an element that is not base64 (JSON); or " + errors[400]
+    )
+    errors[404] = "Not the model serving (nor its version); no X-Request-Id when no route matched."
+    errors[503] += " Also: no replica has loaded the model yet."
+    return dict(sorted(errors.items()))
+
+
+def _infer(operation_id: str) -> Schema:
+    request_id = {"X-Request-Id": _REQUEST_ID}
+    responses: Schema = {
+        "200": {
+            "description": "The outputs: JSON, or (when an output asked for binary data) a "
+            "JSON header of Inference-Header-Content-Length bytes, then the binary outputs.",
+            "headers": {
+                **request_id,
+                "Inference-Header-Content-Length": {
+                    "description": "With binary outputs: the JSON header's length, bytes.",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                },
+            },
+            "content": {
+                "application/json": {"schema": _ref("V2InferResponse")},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    }
+    for status, description in _infer_errors().items():
+        headers: Schema = {} if status == 404 else dict(request_id)
+        if status == 503:
+            headers["Retry-After"] = _RETRY_AFTER
+        responses[str(status)] = _v2_error(description, headers or None)
+    return {
+        "operationId": operation_id,
+        "summary": "Classify N images (Open Inference Protocol)",
+        "parameters": [
+            {
+                "name": "Inference-Header-Content-Length",
+                "in": "header",
+                "description": "Binary tensor data extension: the JSON header's length, bytes; "
+                "the inputs' binary data follows it.",
+                "schema": {"type": "string", "pattern": "^[0-9]{1,10}$"},
+            },
+            {
+                "name": "X-Request-Timeout-Ms",
+                "in": "header",
+                "description": "As for /api/classify: only lowers the deadline.",
+                "schema": {"type": "string", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,6})?$"},
+            },
+            {
+                "name": "X-Request-Id",
+                "in": "header",
+                "description": "Echoed in the response and logged; a new one when absent.",
+                "schema": {"type": "string"},
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "description": "The inference request: JSON, or with Inference-Header-Content-Length "
+            "a JSON header followed by the input's binary tensor data (each image as a 4-byte "
+            "little-endian length, then its bytes).",
+            "content": {
+                "application/json": {"schema": _ref("V2InferRequest")},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        "responses": responses,
+    }
+
+
+_NAME = {"name": "name", "in": "path", "required": True, "schema": _STRING}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": _STRING}
+
+
+def _v2_model_paths(prefix: str, parameters: list[Schema], suffix: str) -> dict[str, Schema]:
+    """The per-model operations under ``prefix`` (``/v2/models/{name}``, or with
+    ``/versions/{version}``); ``suffix`` tells their operation ids apart."""
+
+    def get(operation_id: str, summary: str, responses: Schema) -> Schema:
+        item = _get(operation_id + suffix, summary, responses)
+        item["get"]["parameters"] = parameters
+        return item
+
+    metadata = _v2_json("V2ModelMetadata", "The model's input and output.")
+    config = _v2_json("V2ModelConfig", "The model as Triton's ModelConfig.")
+    infer = _infer("v2_infer" + suffix)
+    infer["parameters"] = parameters + infer["parameters"]
+    return {
+        prefix: get("v2_model", "Model metadata", {"200": metadata, "404": _UNKNOWN_MODEL}),
+        f"{prefix}/ready": get("v2_model_ready", "Model readiness", _v2_readiness(True)),
+        f"{prefix}/config": get(
+            "v2_model_config", "Model config", {"200": config, "404": _UNKNOWN_MODEL}
+        ),
+        f"{prefix}/infer": {"post": infer},
+    }
+
+
+def _v2_paths() -> dict[str, Schema]:
+    """The ``/v2`` paths."""
+    server = _v2_json("V2ServerMetadata", "gre's name, version and protocol extensions.")
+    return {
+        "/v2": _get("v2_server", "Server metadata", {"200": server}),
+        "/v2/health/live": _get(
+            "v2_live", "Liveness", {"200": _json(_object({"live": {"const": True}}), "Alive.")}
+        ),
+        "/v2/health/ready": _get("v2_ready", "Readiness", _v2_readiness(False)),
+        **_v2_model_paths("/v2/models/{name}", [_NAME], ""),
+        **_v2_model_paths("/v2/models/{name}/versions/{version}", [_NAME, _VERSION], "_version"),
+    }
+
+
 @functools.cache
 def openapi_document(classes: int | None) -> Schema:
     """The OpenAPI 3.1 document (a JSON-ready dict), built once per ``classes``: the model's
@@ -316,6 +624,7 @@ def openapi_document(classes: int | None) -> Schema:
             "(with `Allow`) for a method it does not take, with the Error body.",
         },
         "paths": {
+            "/": _page(),
             "/api/classify": {"post": _classify(classes)},
             "/api/model": _get(
                 "model",
@@ -361,9 +670,10 @@ def openapi_document(classes: int | None) -> Schema:
                     )
                 },
             ),
+            **_v2_paths(),
         },
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **V2_SCHEMAS},
             "responses": {
                 "NotFound": _error(("not_found",), "No endpoint at this path."),
                 "MethodNotAllowed": _error(

@@ -11,8 +11,8 @@ buffers a request head of any size. This protocol adds, per connection:
   ``header_timeout_s`` of the connection opening or, on a kept-alive connection, of the next
   request's first byte; else 408.
 - a **body deadline**: the whole body must arrive within ``body_timeout_s`` of the head; else
-  408. Bodies are read before a request is queued (``gre.http.app.read_body``), so a slow body
-  never holds a queue slot or a replica.
+  408. Bodies are read before a request is queued (``gre.http.request_parts.read_body``), so a
+  slow body never holds a queue slot or a replica.
 - a **head size limit**: a head longer than ``max_header_bytes`` gets 431.
 - a **connection limit**: beyond ``max_connections`` open connections, a new one closes a
   connection that has no request in progress (idle keep-alive, or still sending its head), so
