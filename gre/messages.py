@@ -68,6 +68,8 @@ class ReplicaSpec:
     max_batch_size: int = 1
     #: Which model load this replica belongs to: 1 at start-up, +1 per reload.
     generation: int = 1
+    #: ``model.precision``: ``"fp32"``, or ``"fp16"`` / ``"bf16"`` (the torch engine only).
+    precision: str = "fp32"
 
     @property
     def name(self) -> str:

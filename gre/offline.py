@@ -33,6 +33,7 @@ def build_classifier(config: Config, model: Model | None = None) -> Classifier:
             config.replicas.cpu_threads or os.cpu_count() or 1,
             config.model.output_blob,
             len(model.labels or ()) or 1000,
+            precision=config.model.precision,
         )
     except (ModelError, EngineError) as exc:
         raise StartupError(str(exc)) from exc

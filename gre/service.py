@@ -232,6 +232,7 @@ class Service:
             preprocess=config.preprocess.model_dump(),
             max_batch_size=config.batching.max_batch_size,
             generation=number,
+            precision=config.model.precision,
         )
 
     @staticmethod

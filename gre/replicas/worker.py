@@ -30,12 +30,36 @@ from gre.replicas import wire
 def warm_up(classifier: Classifier, max_batch_size: int) -> int:
     """Run a zero batch of every power-of-two size up to ``max_batch_size``, largest first,
     so that no request pays for first-use costs (the opencv engine's net per size, Caffe's
-    blob allocation, CUDA's kernels), as Triton's model warm-up; returns the class count."""
+    blob allocation, CUDA's kernels, the torch engine's cuDNN autotuning and CUDA graphs), as
+    Triton's model warm-up; returns the class count.
+
+    Raises:
+        EngineError: a size ran out of memory (MemoryError, or torch's OutOfMemoryError on a
+            GPU or the CPU); the message names the size and says to lower
+            ``batching.max_batch_size``. Largest first, so this fails before any smaller size
+            has taken memory.
+    """
     shape = classifier.preprocessor.input_shape
     sizes = [1 << bit for bit in range(max_batch_size.bit_length() - 1, -1, -1)]
     for size in sizes:
-        output = classifier.probabilities(np.zeros((size, *shape), dtype=np.float32))
+        try:
+            output = classifier.probabilities(np.zeros((size, *shape), dtype=np.float32))
+        except _out_of_memory_errors() as exc:
+            engine = classifier.engine
+            raise EngineError(
+                f"a batch of {size} does not fit in memory on {engine.device} ({engine.name} "
+                f"engine, warm-up): set batching.max_batch_size below {size} (it is "
+                f"{max_batch_size}); {type(exc).__name__}: {exc}"
+            ) from exc
     return int(output.shape[1])
+
+
+def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    """MemoryError, and torch's OutOfMemoryError (a RuntimeError, raised by its CUDA and CPU
+    allocators) when an engine has imported torch; torch is not imported for the others."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return (MemoryError,) if oom is None else (MemoryError, oom)
 
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -65,6 +89,7 @@ def serve(sock: socket.socket) -> int:
             spec.threads,
             spec.output_blob,
             spec.num_classes,
+            spec.precision,
         )
         preprocessor = Preprocessor.build(PreprocessConfig(**spec.preprocess), spec.input_shape)
         classifier = Classifier(engine, preprocessor, spec.apply_softmax, spec.decode_threads)

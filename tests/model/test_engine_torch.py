@@ -9,6 +9,7 @@ probabilities (1e-5 absolute), the pre-softmax blob (1e-4), top-5, and every lay
 from __future__ import annotations
 
 import importlib.util
+import weakref
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -287,3 +288,100 @@ def test_caffemodel_reader_matches_pycaffe() -> None:
     for layer, blobs in net.params.items():
         for blob, array in zip(blobs, ours[layer], strict=True):
             np.testing.assert_array_equal(array, blob.data)
+
+
+# ---- bad input ------------------------------------------------------------------------------
+
+
+def test_a_caffemodel_blob_of_another_shape_names_model_layer_and_both_shapes(
+    tmp_path: Path,
+) -> None:
+    # A real caffemodel (SqueezeNet 1.1's) with one blob rewritten: conv10 keeps 500 of its
+    # 1000 filters, the prototxt still says num_output: 1000.
+    caffe_pb2 = require_caffe().proto.caffe_pb2
+    require_torch()
+    deploy, weights = model_files("squeezenet_v1.1")
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(weights.read_bytes())
+    blob = next(layer for layer in net.layer if layer.name == "conv10").blobs[0]
+    assert list(blob.shape.dim) == [1000, 512, 1, 1]
+    blob.shape.dim[0] = 500
+    del blob.data[500 * 512 :]
+    altered = tmp_path / "altered.caffemodel"
+    altered.write_bytes(net.SerializeToString())
+    with pytest.raises(EngineError) as info:
+        load_engine("torch", deploy, altered, Device.cpu(), 1, None, 1000)
+    message = str(info.value)
+    assert str(deploy) in message
+    assert str(altered) in message
+    assert "'conv10' (Convolution)" in message
+    assert "(500, 512, 1, 1), expected (1000, 512, 1, 1)" in message
+
+
+def nan_net(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny net whose BatchNorm variance is negative (sqrt -> NaN, in Caffe too), with a
+    caffemodel saved by pycaffe."""
+    deploy = tiny_net(
+        tmp_path,
+        (1, 2, 4, 4),
+        'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+        "convolution_param { num_output: 2 kernel_size: 1 } }\n"
+        'layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "normed" }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "normed" top: "fc" '
+        "inner_product_param { num_output: 3 } }\n"
+        'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n',
+    )
+    caffe = require_caffe()
+    net = caffe.Net(str(deploy), caffe.TEST)
+    rng = np.random.default_rng(5)
+    for layer in ("conv", "fc"):
+        for blob in net.params[layer]:
+            blob.data[...] = rng.normal(size=blob.data.shape)
+    net.params["bn"][0].data[...] = 0.0
+    net.params["bn"][1].data[...] = [1.0, -4.0]
+    net.params["bn"][2].data[...] = 1.0
+    weights = tmp_path / "nan.caffemodel"
+    net.save(str(weights))
+    return deploy, weights
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in sqrt")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_nan_output_names_the_model_and_the_first_blob_with_nan(
+    tmp_path: Path, precision: str
+) -> None:
+    require_torch()
+    deploy, weights = nan_net(tmp_path)
+    engine = load_engine("torch", deploy, weights, Device.cpu(), 1, None, 3, precision)
+    x = np.ones((2, 2, 4, 4), dtype=np.float32)
+    with pytest.raises(EngineError) as info:
+        engine.forward(x)
+    message = str(info.value)
+    assert str(deploy) in message
+    assert f"({precision})" in message
+    assert "first blob with NaN is blob 'normed' (top of layer 'bn', BatchNorm)" in message
+    x[1, 0, 0, 0] = np.nan
+    with pytest.raises(EngineError, match="the input batch has NaN"):
+        engine.forward(x)
+
+
+KEPT = ("prob", "fire9/concat")
+
+
+def test_the_module_frees_blobs_after_their_last_use_when_told_what_to_keep() -> None:
+    torch = require_torch()
+    deploy, weights = model_files("squeezenet_v1.1")
+    from gre.model.engines.torch_convert import convert
+
+    module = convert(deploy, weights)
+    x = torch.from_numpy(photo_batch("squeezenet_v1.1", deploy, 2))
+    tops: list[weakref.ref[Tensor]] = []
+    with torch.inference_mode():
+        every = module(x)
+        kept = module(x, lambda name, out: tops.extend(map(weakref.ref, out)), keep=KEPT)
+    assert set(kept) == set(KEPT)
+    for name in KEPT:
+        assert torch.equal(kept[name], every[name])
+    alive = {id(ref()) for ref in tops if ref() is not None}
+    assert len(tops) > 60
+    assert alive == {id(kept[name]) for name in KEPT}

@@ -79,7 +79,13 @@ async def test_kill_9_under_load(tmp_path: Path) -> None:
                 ).status_code
                 == 200
             )
-    assert f"replica 0@cpu (pid {victim['pid']}) died" in server.output()
+    # Killed mid-batch its batch sees the broken connection ("died"); killed between two
+    # batches (a loaded machine's scheduling decides) the pool sees the exit first.
+    output = server.output()
+    assert (
+        f"replica 0@cpu (pid {victim['pid']}) died" in output
+        or f"replica 0@cpu (pid {victim['pid']}) exited with status -9" in output
+    ), output[-3000:]
 
 
 async def test_hung_replica_is_killed_and_its_requests_answered(tmp_path: Path) -> None:

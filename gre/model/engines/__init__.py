@@ -61,6 +61,7 @@ def load_engine(
     threads: int,
     output_blob: str | None,
     num_classes: int,
+    precision: str = "fp32",
 ) -> Engine:
     """Load ``deploy`` + ``weights`` with the named engine on ``device``.
 
@@ -69,11 +70,18 @@ def load_engine(
         threads: compute threads for a CPU device (ignored on a GPU).
         output_blob: blob to read; ``None`` for the net's last output.
         num_classes: ``K``, used only by the ``null`` engine.
+        precision: ``model.precision``; only the torch engine runs other than ``"fp32"``.
 
     Raises:
-        EngineError: unknown engine, engine not installed, or the model does not load.
+        EngineError: unknown engine, engine not installed, a precision the engine cannot run,
+            or the model does not load.
     """
     name = resolve_engine_name(name)
+    if precision != "fp32" and name != "torch":
+        raise EngineError(
+            f'model.precision = {precision!r} needs engine = "torch"; the {name} engine '
+            "runs fp32 only"
+        )
     if name == "opencv":
         from gre.model.engines.opencv import OpenCVEngine
 
@@ -92,7 +100,7 @@ def load_engine(
             )
         from gre.model.engines.torch import TorchEngine
 
-        return TorchEngine(deploy, weights, device, threads, output_blob)
+        return TorchEngine(deploy, weights, device, threads, output_blob, precision)
     if name == "null":
         from gre.model.engines.null import NullEngine
 

@@ -1,17 +1,46 @@
-"""The ``torch`` engine: gre's own Caffe -> PyTorch conversion (:mod:`.torch_convert`), run
-in float32 with TF32 off, so that its outputs stay within float32 rounding of pycaffe's."""
+"""The ``torch`` engine: gre's own Caffe -> PyTorch conversion (:mod:`.torch_convert`).
+
+In ``fp32`` (the default) TF32 is off, so that outputs stay within float32 rounding of
+pycaffe's. ``fp16`` / ``bf16`` run the converted module in that dtype with ``channels_last``
+memory format, a few layers in float32 (see :data:`~gre.model.engines.torch_params.Compute`),
+the output cast back to float32; accuracy is measured in docs/fidelity.md.
+
+Speed levers, each a constructor switch so that it can be measured on and off; all are for
+CUDA and off on the CPU, where the same eager forward runs:
+
+* ``cudnn_benchmark``: cuDNN tries its convolution algorithms per input shape and keeps the
+  fastest (``torch.backends.cudnn.benchmark``); the first forward of each shape pays for it,
+  i.e. the replica's warm-up, since batches then run in power-of-two chunks only.
+* ``cuda_graphs``: one CUDA graph per power-of-two batch size, captured on the first forward
+  of that size (the replica's warm-up runs every size up to ``max_batch_size``, largest
+  first), replayed from static input and output buffers: one launch per chunk instead of one
+  per kernel. All graphs share one memory pool (they never run concurrently).
+* ``pinned_memory``: batches go through page-locked host memory (PyTorch's caching host
+  allocator, so the buffers are reused) with ``non_blocking`` copies, one synchronisation
+  per forward.
+* ``chunked``: a batch runs as power-of-two chunks, largest first (13 = 8 + 4 + 1, as the
+  opencv engine's nets), so that only the warmed shapes ever run. Default: on when CUDA
+  graphs or cuDNN autotuning are; graphs need it.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from gre.messages import Device
 from gre.model.engines import Batch, EngineError, Output
-from gre.model.engines.torch_convert import convert
+from gre.model.engines.opencv import power_of_two_chunks
+from gre.model.engines.torch_convert import CaffeModule, convert
+
+#: ``model.precision`` -> the module's dtype.
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def torch_has_cuda() -> bool:
@@ -21,19 +50,60 @@ def torch_has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+@dataclass(frozen=True)
+class Levers:
+    """The speed levers in effect (requested and possible on this device; see the module
+    docstring)."""
+
+    cudnn_benchmark: bool
+    cuda_graphs: bool
+    pinned_memory: bool
+    chunked: bool
+
+
+@dataclass
+class _Graph:
+    """A captured forward of one batch shape: ``replay`` reads ``static_in`` ``(n, C, H, W)``
+    float32 and writes ``static_out`` ``(n, K)`` float32, both on the GPU."""
+
+    graph: torch.cuda.CUDAGraph
+    static_in: Tensor
+    static_out: Tensor
+
+
 class TorchEngine:
     """A converted Caffe net on the CPU, or on CUDA device 0 when the replica is on a GPU and
     torch has CUDA (the CPU otherwise; then ``device`` says ``"cpu"``).
 
+    Args:
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (``model.precision``).
+        cudnn_benchmark, cuda_graphs, pinned_memory: CUDA speed levers, on by default, off on
+            the CPU whatever is asked (:attr:`levers` says what is in effect).
+        chunked: run batches as power-of-two chunks; ``None``: when graphs or autotuning are on.
+
     Raises:
-        EngineError: the model does not convert, or ``output_blob`` is not one of its blobs.
+        EngineError: an unknown precision, the model does not convert, or ``output_blob`` is not
+            one of its blobs.
     """
 
     name = "torch"
 
     def __init__(
-        self, deploy: Path, weights: Path, device: Device, threads: int, output_blob: str | None
+        self,
+        deploy: Path,
+        weights: Path,
+        device: Device,
+        threads: int,
+        output_blob: str | None,
+        precision: str = "fp32",
+        *,
+        cudnn_benchmark: bool = True,
+        cuda_graphs: bool = True,
+        pinned_memory: bool = True,
+        chunked: bool | None = None,
     ) -> None:
+        if precision not in DTYPES:
+            raise EngineError(f"precision {precision!r} is not one of {', '.join(DTYPES)}")
         # TF32 would round matmul/conv inputs to 10 mantissa bits: ~1e-3 off, not 1e-5.
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -43,6 +113,26 @@ class TorchEngine:
         self._torch_device = torch.device("cuda:0" if gpu else "cpu")
         if not gpu and threads > 0:
             torch.set_num_threads(threads)
+        graphs = cuda_graphs and gpu
+        self.levers = Levers(
+            cudnn_benchmark=cudnn_benchmark and gpu,
+            cuda_graphs=graphs,
+            pinned_memory=pinned_memory and gpu,
+            chunked=graphs or ((cudnn_benchmark and gpu) if chunked is None else chunked),
+        )
+        if self.levers.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
+        self.precision = precision
+        self.dtype = DTYPES[precision]
+        self.module = self._load(deploy, weights)
+        self._model = deploy
+        self._output = output_blob or self.module.outputs[-1]
+        if self._output not in self.module.blob_names:
+            raise EngineError(f"model.output_blob {self._output!r} is not a blob of this net")
+        self._graphs: dict[tuple[int, ...], _Graph] = {}
+        self._graph_pool: Any = None  # torch.cuda.graph_pool_handle(), once captured
+
+    def _load(self, deploy: Path, weights: Path) -> CaffeModule:
         for path in (deploy, weights):
             if not path.is_file():
                 raise EngineError(f"no such file: {path}")
@@ -50,22 +140,109 @@ class TorchEngine:
             module = convert(deploy, weights)
         except OSError as exc:
             raise EngineError(f"cannot read {deploy} + {weights}: {exc}") from exc
-        self.module = module.to(self._torch_device)
-        self._model = deploy
-        self._output = output_blob or module.outputs[-1]
-        if self._output not in module.blob_names:
-            raise EngineError(f"model.output_blob {self._output!r} is not a blob of this net")
+        if self.dtype != torch.float32:
+            module.set_precision(self.dtype, channels_last=True)
+        return module.to(self._torch_device)
 
     def forward(self, batch: Batch) -> Output:
-        """``(N, C, H, W) float32`` -> output blob ``(N, K) float32``.
+        """``(N, C, H, W) float32`` -> output blob ``(N, K) float32`` (``(0, 0)`` for N = 0).
 
         Raises:
-            EngineError: the output has a NaN (weights or input out of range).
+            EngineError: the output has a NaN; the message names the first blob with one.
+            torch.OutOfMemoryError: the batch does not fit on the device.
         """
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.shape[0] == 0:
+            return np.empty((0, 0), dtype=np.float32)
         with torch.inference_mode():
-            out = self.module(x.to(self._torch_device))[self._output]
-            result: Output = out.float().cpu().numpy().reshape(batch.shape[0], -1)
+            host = torch.from_numpy(batch)
+            if self.levers.pinned_memory:
+                host = host.pin_memory()
+            outputs, start = [], 0
+            for size in self.chunk_sizes(batch.shape[0]):
+                outputs.append(self._run(host[start : start + size]))
+                start += size
+            result = self._to_numpy(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
         if np.isnan(result).any():
-            raise EngineError(f"{self._model}: the torch engine's output has NaN")
+            raise self._nan_error(batch)
         return result
+
+    def chunk_sizes(self, n: int) -> list[int]:
+        """The sizes a batch of ``n`` runs as: powers of two, largest first, when chunked."""
+        return power_of_two_chunks(n) if self.levers.chunked else [n]
+
+    def _run(self, host: Tensor) -> Tensor:
+        """One chunk, ``(n, C, H, W)`` float32 on the host -> ``(n, K)`` float32 on the
+        device (a graph's static output when graphs are on: read it before the next replay)."""
+        if self.levers.cuda_graphs:
+            graph = self._graphs.get(tuple(host.shape)) or self._capture(tuple(host.shape))
+            graph.static_in.copy_(host, non_blocking=self.levers.pinned_memory)
+            graph.graph.replay()
+            return graph.static_out
+        return self._eager(host.to(self._torch_device, non_blocking=self.levers.pinned_memory))
+
+    def _eager(self, x: Tensor) -> Tensor:
+        """``(n, C, H, W)`` float32 on the device -> the output blob ``(n, K)`` float32."""
+        if self.dtype != torch.float32:
+            x = x.to(self.dtype, memory_format=torch.channels_last)
+        out: Tensor = self.module(x, keep=(self._output,))[self._output]
+        return out.reshape(x.shape[0], -1).float()
+
+    def _capture(self, shape: tuple[int, ...]) -> _Graph:
+        """Capture the forward of ``shape`` as a CUDA graph (torch.cuda.graphs docs: warm-up
+        iterations on a side stream first, so that cuDNN's autotuning and lazy
+        initialisation happen outside the capture). CUDA only."""
+        static_in = torch.zeros(shape, dtype=torch.float32, device=self._torch_device)
+        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._eager(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._graph_pool):
+            static_out = self._eager(static_in)
+        self._graphs[shape] = _Graph(graph, static_in, static_out)
+        return self._graphs[shape]
+
+    def _to_numpy(self, out: Tensor) -> Output:
+        """``(N, K)`` float32 on the device -> NumPy; from a GPU through pinned memory, one
+        synchronisation."""
+        if out.device.type == "cpu":
+            return out.numpy()
+        host = torch.empty(out.shape, dtype=torch.float32, pin_memory=self.levers.pinned_memory)
+        host.copy_(out, non_blocking=self.levers.pinned_memory)
+        torch.cuda.current_stream().synchronize()
+        return host.numpy()
+
+    def _nan_error(self, batch: Batch) -> EngineError:
+        """The error for an output with NaN: re-runs ``batch`` eagerly (only on this failure)
+        to name the first layer top with a NaN, and an earlier infinity if any (fp16 overflows
+        above 65504)."""
+        where = f"{self._model}: the torch engine's output has NaN ({self.precision})"
+        if np.isnan(batch).any():
+            return EngineError(f"{where}: the input batch has NaN")
+        first_nan: list[str] = []
+        first_inf: list[str] = []
+        specs = {spec.name: spec for spec in self.module.specs}
+
+        def check(layer: str, tops: list[Tensor]) -> None:
+            spec = specs[layer]
+            for blob, top in zip(spec.tops, tops, strict=True):
+                found = f"blob {blob!r} (top of layer {layer!r}, {spec.type})"
+                if not first_nan and torch.isnan(top).any():
+                    first_nan.append(found)
+                if not first_inf and not first_nan and torch.isinf(top).any():
+                    first_inf.append(found)
+
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self._torch_device)
+            if self.dtype != torch.float32:
+                x = x.to(self.dtype, memory_format=torch.channels_last)
+            self.module(x, on_layer=check)
+        if not first_nan:
+            return EngineError(f"{where} (not reproduced when re-run layer by layer)")
+        inf = f", after an infinity first in {first_inf[0]}" if first_inf else ""
+        return EngineError(f"{where}: the first blob with NaN is {first_nan[0]}{inf}")

@@ -9,7 +9,7 @@ blobs, as ``caffe.Net`` does at TEST (src/caffe/net.cpp), and returns every blob
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,8 +125,10 @@ class CaffeModule(nn.Module):
 
     ``forward`` takes the input batch (or ``{input name: tensor}`` for several inputs) and
     returns every blob by name, each blob's value being its last writer's (an in-place layer's
-    top replaces its bottom, as in Caffe). ``inputs`` are the input blob names, ``outputs``
-    Caffe's net outputs (:func:`net_outputs`), ``blob_names`` every blob.
+    top replaces its bottom, as in Caffe); with ``keep``, only those blobs, each other blob
+    being freed after its last use (peak memory: the live blobs, not all of them). ``inputs``
+    are the input blob names, ``outputs`` Caffe's net outputs (:func:`net_outputs`),
+    ``blob_names`` every blob. The module is float32 until :meth:`set_precision`.
     """
 
     def __init__(
@@ -140,20 +142,48 @@ class CaffeModule(nn.Module):
         self.outputs = net_outputs(inputs, specs)
         self.blob_names = set(self.inputs) | {top for spec in specs for top in spec.tops}
         self.net_name = name
+        self.dtype = torch.float32
+        #: Per layer, the blobs it reads or writes for the last time.
+        last: dict[str, int] = {}
+        for index, spec in enumerate(self.specs):
+            last.update((blob, index) for blob in (*spec.bottoms, *spec.tops))
+        self._last_used = [[b for b, i in last.items() if i == index] for index in range(len(ops))]
+
+    def set_precision(self, dtype: torch.dtype, channels_last: bool) -> CaffeModule:
+        """Run in ``dtype`` (float32, float16 or bfloat16) from now on, each op as its
+        :data:`~gre.model.engines.torch_params.Compute` says; ``channels_last``: 4-D weights in
+        NHWC memory order (the layout tensor cores and oneDNN's bf16 kernels want; the
+        caller passes inputs likewise). Returns the module."""
+        self.dtype = dtype
+        for _, op in self.layers():
+            op.set_dtype(dtype, channels_last)
+        return self
+
+    def layers(self) -> list[tuple[LayerSpec, Op]]:
+        """Each layer's spec with its op, in run order (Input layers excluded)."""
+        ops = [op for op in self.ops if isinstance(op, Op)]  # typed: every op is an Op
+        return list(zip(self.specs, ops, strict=True))
 
     def forward(
-        self, data: Tensor | Mapping[str, Tensor], on_layer: LayerHook | None = None
+        self,
+        data: Tensor | Mapping[str, Tensor],
+        on_layer: LayerHook | None = None,
+        keep: Collection[str] | None = None,
     ) -> dict[str, Tensor]:
         blobs = dict(data) if isinstance(data, Mapping) else {self.inputs[0]: data}
         missing = set(self.inputs) - set(blobs)
         if missing:
             raise EngineError(f"net {self.net_name!r}: inputs {sorted(missing)} not given")
-        for spec, op in zip(self.specs, self.ops, strict=True):
+        for spec, op, last_used in zip(self.specs, self.ops, self._last_used, strict=True):
             tops = op(*(blobs[bottom] for bottom in spec.bottoms))
             blobs.update(zip(spec.tops, tops, strict=True))
             if on_layer is not None:
                 on_layer(spec.name, tops)
-        return blobs
+            if keep is not None:
+                for blob in last_used:
+                    if blob not in keep:
+                        del blobs[blob]
+        return blobs if keep is None else {name: blobs[name] for name in keep}
 
 
 def build(net: Message, weights: Mapping[str, list[Array]]) -> CaffeModule:

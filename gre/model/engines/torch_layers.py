@@ -10,6 +10,7 @@ blob's value stays readable after later layers run. Each docstring names the Caf
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -77,15 +78,25 @@ def _pool_exact(x: Tensor, ave: bool, k: tuple[int, int], s: tuple[int, int],
     size = x.shape[2:]
     extra = [(out[i] - 1) * s[i] + k[i] - p[i] - size[i] for i in range(2)]  # < 0: crop
     padded = F.pad(x, (p[1], extra[1], p[0], extra[0]), value=0.0 if ave else -math.inf)
-    if not ave:  # a window wholly in the padding is -FLT_MAX in Caffe, not -inf
-        return F.max_pool2d(padded, k, s).clamp(min=-FLT_MAX)
+    if not ave:  # a window wholly in the padding is -FLT_MAX in Caffe (fp16: -65504), not -inf
+        return F.max_pool2d(padded, k, s).clamp(min=max(-FLT_MAX, torch.finfo(x.dtype).min))
     total = F.avg_pool2d(padded, k, s, divisor_override=1)
+    return total / _ave_divisor((size[0], size[1]), k, s, p, out, x.dtype, x.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _ave_divisor(size: tuple[int, int], k: tuple[int, int], s: tuple[int, int],
+                 p: tuple[int, int], out: tuple[int, int], dtype: torch.dtype,
+                 device: torch.device) -> Tensor:  # fmt: skip
+    """Caffe's AVE divisors ``(out_h, out_w)``: each window clipped to ``size + pad``. Cached,
+    so that after the first forward no host-to-device copy runs (none may while a CUDA graph
+    is being captured)."""
     counts = []
     for i in range(2):
         starts = [o * s[i] - p[i] for o in range(out[i])]
         ends = [min(start + k[i], size[i] + p[i]) for start in starts]
-        counts.append(torch.tensor(np.subtract(ends, starts), dtype=x.dtype, device=x.device))
-    return total / (counts[0][:, None] * counts[1][None, :])
+        counts.append(torch.tensor(np.subtract(ends, starts), dtype=dtype, device=device))
+    return counts[0][:, None] * counts[1][None, :]
 
 
 def pooling(spec: LayerSpec, shapes: list[Shape], blobs: list[Array]) -> Op:
@@ -150,24 +161,27 @@ def lrn(spec: LayerSpec, shapes: list[Shape], blobs: list[Array]) -> Op:
     alpha, beta, k = num(p, "alpha", 1.0), num(p, "beta", 0.75), num(p, "k", 1.0)
     if size % 2 != 1:
         raise spec.error(f"local_size {size} must be odd (as Caffe requires)")
+    # float32 in fp16/bf16 nets: x^2 overflows fp16 above 256, and the sum and pow want it.
     if enum(p, "norm_region", ("ACROSS_CHANNELS", "WITHIN_CHANNEL"), "ACROSS_CHANNELS") == (
         "ACROSS_CHANNELS"
     ):
-        return Op(lambda op, x: [F.local_response_norm(x[0], size, alpha, beta, k)])
+        return Op(lambda op, x: [F.local_response_norm(x[0], size, alpha, beta, k)], "float32")
     pad = (size - 1) // 2
 
     def within(op: Op, x: list[Tensor]) -> list[Tensor]:
         mean = F.avg_pool2d(x[0] * x[0], size, 1, pad, count_include_pad=True)
         return [x[0] * (1.0 + alpha * mean).pow(-beta)]
 
-    return Op(within)
+    return Op(within, "float32")
 
 
 def batch_norm(spec: LayerSpec, shapes: list[Shape], blobs: list[Array]) -> Op:
     """src/caffe/layers/batch_norm_layer.cpp: ``(x - mean) / sqrt(var + eps)`` per channel
     (axis 1). With ``use_global_stats`` (the default at TEST) mean and var are the stored blobs
     divided by the third blob, the moving-average factor (0 -> factor 0); otherwise the batch's
-    own statistics over N, H, W (biased variance). Computed in float32 as Caffe does."""
+    own statistics over N, H, W (biased variance). Computed in float32 as Caffe does, also in
+    fp16/bf16 nets (as cuDNN's batch norm: the statistics, their division by the factor and
+    ``sqrt(var + eps)`` stay float32; eps = 1e-5 is below fp16's precision at 1)."""
     p = spec.param("batch_norm_param")
     channels = shapes[0][1]
     eps = np.float32(num(p, "eps", 1e-5))
@@ -185,8 +199,8 @@ def batch_norm(spec: LayerSpec, shapes: list[Shape], blobs: list[Array]) -> Op:
         return [centred / ((centred * centred).mean(dims, keepdim=True) + float(eps)).sqrt()]
 
     if not flag(p, "use_global_stats", True):
-        return Op(batch_stats)
-    return Op(global_stats, mean=mean * scale, std=std)
+        return Op(batch_stats, "float32")
+    return Op(global_stats, "float32", mean=mean * scale, std=std)
 
 
 def scale(spec: LayerSpec, shapes: list[Shape], blobs: list[Array]) -> Op:
@@ -252,9 +266,10 @@ def dropout(spec: LayerSpec, shapes: list[Shape], blobs: list[Array]) -> Op:
 
 
 def softmax(spec: LayerSpec, shapes: list[Shape], blobs: list[Array]) -> Op:
-    """src/caffe/layers/softmax_layer.cpp: over ``axis`` (default 1)."""
+    """src/caffe/layers/softmax_layer.cpp: over ``axis`` (default 1). In float32 in every net,
+    its top left in float32 (the probabilities; fp16 would round them to 2^-11 near 1)."""
     axis = axis_of(spec, int(num(spec.param("softmax_param"), "axis", 1)), len(shapes[0]))
-    return Op(lambda op, x: [torch.softmax(x[0], axis)])
+    return Op(lambda op, x: [torch.softmax(x[0], axis)], "float32_out")
 
 
 def concat(spec: LayerSpec, shapes: list[Shape], blobs: list[Array]) -> Op:
@@ -266,7 +281,12 @@ def concat(spec: LayerSpec, shapes: list[Shape], blobs: list[Array]) -> Op:
 
 def eltwise(spec: LayerSpec, shapes: list[Shape], blobs: list[Array]) -> Op:
     """src/caffe/layers/eltwise_layer.cpp: PROD, SUM (default; ``coeff`` per bottom, each
-    bottom scaled and accumulated in order) or MAX of same-shaped bottoms."""
+    bottom scaled and accumulated in order) or MAX of same-shaped bottoms.
+
+    In fp16/bf16 nets it computes in float32 (one rounding at the end, coeffs not rounded)
+    when it would otherwise round more than once: more than two bottoms, or a SUM coeff other
+    than 1. Two bottoms with unit coeffs (ResNet's shortcut) run in the net's dtype: PyTorch
+    computes ``a + b`` and ``a * b`` in float32 per element and rounds once, the same result."""
     p = spec.param("eltwise_param")
     operation = enum(p, "operation", ("PROD", "SUM", "MAX"), "SUM")
     coeff = nums(p, "coeff") or [1.0] * len(shapes)
@@ -290,7 +310,10 @@ def eltwise(spec: LayerSpec, shapes: list[Shape], blobs: list[Array]) -> Op:
 
     if operation not in ("PROD", "SUM", "MAX"):
         raise spec.error(f"unknown operation {operation}")
-    return Op(run)
+    rounds_once = operation == "MAX" or (
+        len(shapes) <= 2 and (operation == "PROD" or all(c == 1.0 for c in coeff))
+    )
+    return Op(run, "as_is" if rounds_once else "float32")
 
 
 def flatten(spec: LayerSpec, shapes: list[Shape], blobs: list[Array]) -> Op:

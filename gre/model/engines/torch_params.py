@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -44,23 +45,56 @@ class LayerSpec:
 OpFn = Callable[["Op", list[Tensor]], list[Tensor]]
 Builder = Callable[[LayerSpec, list[Shape], list[Array]], "Op"]
 
+#: How an op runs once the net is in fp16 or bf16 (:meth:`Op.set_dtype`); in fp32 every op
+#: runs as written. ``"net"``: in the net's dtype, bottoms cast to it (layers with learned
+#: weights, which are stored in it: Convolution, InnerProduct, Scale, PReLU). ``"as_is"``: in
+#: whatever dtype its bottoms have (elementwise, pooling, reshaping; PyTorch accumulates
+#: reductions such as average pooling in float32 for half types). ``"float32"``: bottoms and
+#: weights in float32, tops cast back to the net's dtype (a few elementwise passes where one
+#: rounding per layer matters: LRN, BatchNorm, Eltwise with coeffs). ``"float32_out"``: the
+#: same, tops left in float32 (Softmax: probabilities would round to 2^-11 in fp16, 2^-8 in
+#: bf16). These follow torch.autocast's op lists (conv/linear in half, softmax/pow/sum in
+#: float32) and cuDNN's batch norm (half in and out, float32 statistics and arithmetic).
+Compute = Literal["net", "as_is", "float32", "float32_out"]
+
 
 class Op(nn.Module):
     """A layer: ``fn(op, bottoms) -> tops``, with its learned tensors as named buffers (so
-    ``.to(device)`` moves them)."""
+    ``.to(device)`` moves them). ``compute`` (default: ``"net"`` with weights, ``"as_is"``
+    without) says how it runs in fp16/bf16 (:data:`Compute`)."""
 
-    def __init__(self, fn: OpFn, **weights: Array) -> None:
+    def __init__(self, fn: OpFn, compute: Compute | None = None, /, **weights: Array) -> None:
         super().__init__()
         self.fn = fn
+        self.compute: Compute = compute or ("net" if weights else "as_is")
+        #: The net's dtype; float32 until :meth:`set_dtype`.
+        self.dtype = torch.float32
         for name, array in weights.items():
             self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(array)))
+
+    def set_dtype(self, dtype: torch.dtype, channels_last: bool) -> None:
+        """Run in ``dtype`` from now on: the buffers of a ``"net"`` op are converted to it (a
+        float32 op keeps float32 ones); ``channels_last``: 4-D ones (convolution weights) in
+        NHWC memory order."""
+        self.dtype = dtype
+        for name, buffer in list(self.named_buffers(recurse=False)):
+            if self.compute == "net":
+                buffer = buffer.to(dtype)
+            if channels_last and buffer.ndim == 4:
+                buffer = buffer.contiguous(memory_format=torch.channels_last)
+            self.register_buffer(name, buffer)
 
     def w(self, name: str) -> Tensor:
         """The buffer ``name``."""
         return self.get_buffer(name)
 
     def forward(self, *bottoms: Tensor) -> list[Tensor]:
-        return self.fn(self, list(bottoms))
+        if self.dtype == torch.float32 or self.compute == "as_is":
+            return self.fn(self, list(bottoms))
+        if self.compute == "net":
+            return self.fn(self, [b.to(self.dtype) for b in bottoms])
+        tops = self.fn(self, [b.float() for b in bottoms])
+        return tops if self.compute == "float32_out" else [t.to(self.dtype) for t in tops]
 
 
 # ---- reading parameters ---------------------------------------------------------------------
