@@ -1,7 +1,7 @@
 """Soak: many mixed valid and invalid requests; gre's memory must stay put and nothing may 5xx.
 
     python -m benchmarks.soak [--requests 100000] [--connections 16] [--valid-share 0.04]
-                              [--config FILE] [--set KEY=VALUE ...]
+                              [--config FILE] [--set KEY=VALUE ...] [--no-flood]
 
 Against one ``gre serve`` started here (access log off), ``--connections`` clients send back
 to back on kept-alive connections a shuffled mix (printed first) of real photos (several
@@ -18,8 +18,10 @@ of the mix. RSS (VmRSS) of the front end and every replica is read after it, at 
 the run, and at the end; the first and the last reading follow one photo sent alone, because a
 replica's net keeps its blobs sized for its last batch. Prints the status counts per kind,
 unexpected statuses, and the RSS table. Targets: end RSS within 50 MB of the after-warm-up RSS
-for every process; 0 answers 5xx and 0 connection errors; every valid photo 200. Exit status 1
-when a target is missed.
+for every process; 0 answers 5xx and 0 connection errors; every valid photo 200. Then, on the
+same server, one round of the body flood of ``benchmarks/flood.py`` (150 uploads of 12 MiB of
+a declared 16 MiB, stalled; target: RSS growth within ``max_inflight_body_bytes`` + 64 MiB, a
+photo still answered 200; ``--no-flood`` skips it). Exit status 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import numpy as np
 import uvloop
 
 from benchmarks.data import distinct_jpegs, photo_paths
+from benchmarks.flood import flood
 from benchmarks.httpclient import Connection, Target, fetch
 from benchmarks.rss import MIB, rss_table, service_rss
 from benchmarks.servers import gre_for_script
@@ -321,10 +324,25 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--valid-share", type=float, default=0.04)
     parser.add_argument("--set", dest="settings", action="append", default=[])
+    parser.add_argument(
+        "--no-flood", dest="flood", action="store_false",
+        help="Skip the closing flood (benchmarks/flood.py, one round) on the soaked server.",
+    )  # fmt: skip
     args = parser.parse_args()
     with gre_for_script(args.config, args.settings) as (target, front_end_pid):
         ok = uvloop.run(soak(target, front_end_pid, args))
+        if args.flood:
+            print("\nflood on the soaked server (benchmarks/flood.py):")
+            ok = uvloop.run(flood(target, front_end_pid, flood_arguments(args))) and ok
     sys.exit(0 if ok else 1)
+
+
+def flood_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """The flood of issue 16, once: 150 uploads of 12 MiB of a declared 16 MiB, stalled."""
+    return argparse.Namespace(
+        config=args.config, settings=args.settings, connections=150, declared_mib=16.0,
+        sent_mib=12.0, hold_s=2.0, rounds=1,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
