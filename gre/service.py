@@ -110,6 +110,7 @@ class Service:
         self._scheduler = Scheduler(config.batching)
         self.on_fatal: Callable[[str], None] = lambda error: None
         self._drain: asyncio.Task[bool] | None = None
+        self._stopped = asyncio.Event()  # set by stop(): a reload in progress gives up
         #: Every replica slot of every generation, by name (names never repeat).
         self._slots: dict[str, Slot] = {}
         self._labels: dict[str, list[str] | None] = {}
@@ -302,10 +303,7 @@ class Service:
         self._next = generation
         try:
             generation.pool.start()
-            try:
-                await generation.pool.wait_started()
-            except ReplicaStartError as exc:
-                raise ReloadFailed(str(exc)) from exc
+            await self._wait_started_unless_stopped(generation)
             if self.draining:
                 raise ReloadFailed("the service began draining during the reload")
         except BaseException:
@@ -325,6 +323,26 @@ class Service:
         self.last_reload_error = None
         self.metrics.reloads.labels("ok").inc()
         return generation
+
+    async def _wait_started_unless_stopped(self, generation: Generation) -> None:
+        """Wait for ``generation``'s replicas to warm up, or for :meth:`stop`, which stops
+        them (and would otherwise leave the reload waiting for ever).
+
+        Raises:
+            ReloadFailed: a replica failed to start, or the service stopped first.
+        """
+        started = asyncio.ensure_future(generation.pool.wait_started())
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({started, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not started.done():
+                raise ReloadFailed("the service stopped during the reload")
+            started.result()
+        except ReplicaStartError as exc:
+            raise ReloadFailed(str(exc)) from exc
+        finally:
+            started.cancel()
+            stopped.cancel()
 
     def _keep_fixed(self, config: Config) -> Config:
         """``config`` with start-up's ``[server]`` and ``[batching]``: the listening socket,
@@ -367,6 +385,7 @@ class Service:
         """:meth:`drain` (if not begun already), answer what is left 503, stop the replicas
         of every generation."""
         await self.drain()
+        self._stopped.set()
         self._scheduler.close()
         await asyncio.gather(*(g.pool.stop() for g in self._generations()))
 

@@ -95,10 +95,14 @@ class FakeReplica:
     made: ClassVar[list[FakeReplica]] = []
     #: The start-up error of every new replica while set.
     fail_start: ClassVar[str | None] = None
+    #: While set, every new replica's start waits for it (a slow warm-up).
+    start_gate: ClassVar[asyncio.Event | None] = None
 
     async def start(self, timeout_s: float) -> Ready:
         if FakeReplica.fail_start is not None:
             raise ReplicaStartError(f"replica {self.name} failed to start: {self.fail_start}")
+        if FakeReplica.start_gate is not None:
+            await FakeReplica.start_gate.wait()
         self.pid = os.getpid()
         self._exited = asyncio.get_running_loop().create_future()
         return Ready(self.pid, "fake", str(self.spec.device), self.spec.num_classes)

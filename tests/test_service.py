@@ -146,6 +146,22 @@ async def test_no_reload_while_draining() -> None:
             await service.reload()
 
 
+async def test_stopping_during_a_reload_ends_it() -> None:
+    FakeReplica.made.clear()
+    service = Service(config_with(OLD_LABELS), FakeReplica, lambda: config_with(NEW_LABELS))
+    await service.start()
+    FakeReplica.start_gate = asyncio.Event()  # the new replica never finishes warming up
+    try:
+        reload = asyncio.ensure_future(service.reload())
+        while len(FakeReplica.made) < 2:
+            await asyncio.sleep(0)
+        await service.stop()
+        with pytest.raises(ReloadFailed, match="stopped during the reload"):
+            await asyncio.wait_for(reload, 5)
+    finally:
+        FakeReplica.start_gate = None
+
+
 async def test_no_reload_before_the_first_replicas_are_up() -> None:
     service = Service(config_with(OLD_LABELS), FakeReplica, lambda: config_with(NEW_LABELS))
     with pytest.raises(ReloadFailed, match="still starting"):
