@@ -43,6 +43,7 @@ from benchmarks.data import shared_path
 from benchmarks.httpclient import Target, fetch
 from benchmarks.rss import MIB, rss_bytes
 from benchmarks.servers import gre_for_script
+from benchmarks.verdicts import print_verdicts
 from gre.config import load_config
 
 #: What a flood may grow the front end's RSS by beyond ``max_inflight_body_bytes``: the
@@ -283,9 +284,7 @@ async def flood(target: Target, pid: int, args: argparse.Namespace) -> bool:
         "photo answered 200 during every flood": all(r.photo_status == 200 for r in rounds),
         "0 bytes in flight after every flood": all(r.released for r in rounds),
     }
-    for name, ok in verdicts.items():
-        print(f"{'PASS' if ok else 'FAIL'}  {name}")
-    return all(verdicts.values())
+    return print_verdicts(verdicts)
 
 
 def main() -> None:

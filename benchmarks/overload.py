@@ -41,6 +41,7 @@ from benchmarks.data import distinct_jpegs
 from benchmarks.httpclient import Connection, Target, build_request, fetch
 from benchmarks.rss import rss_table, service_rss
 from benchmarks.servers import gre_for_script
+from benchmarks.verdicts import print_verdicts
 
 #: 503s must be answered within this (ms, p99).
 REJECT_TARGET_MS = 50.0
@@ -289,9 +290,7 @@ async def measure(target: Target, front_end_pid: int, args: argparse.Namespace) 
         <= {(200, ""), (503, "queue_full"), (504, "deadline_exceeded")},
         "baseline p50 back within 1.5x": ms(again, 50) <= 1.5 * ms(baseline, 50),
     }
-    for name, ok in verdicts.items():
-        print(f"{'PASS' if ok else 'FAIL'}  {name}")
-    return all(verdicts.values())
+    return print_verdicts(verdicts)
 
 
 def main() -> None:

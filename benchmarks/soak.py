@@ -47,6 +47,7 @@ from benchmarks.flood import flood
 from benchmarks.httpclient import Connection, Target, fetch
 from benchmarks.rss import MIB, rss_table, service_rss
 from benchmarks.servers import gre_for_script
+from benchmarks.verdicts import print_verdicts
 from gre.config import load_config
 
 #: The most each process's RSS may grow from after the warm-up to the end.
@@ -311,9 +312,7 @@ async def soak(target: Target, front_end_pid: int, args: argparse.Namespace) -> 
         },
     }
     print(f"unexpected statuses (not 5xx): {unexpected}")
-    for name, ok in verdicts.items():
-        print(f"{'PASS' if ok else 'FAIL'}  {name}")
-    return all(verdicts.values())
+    return print_verdicts(verdicts)
 
 
 def main() -> None:

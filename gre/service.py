@@ -77,6 +77,16 @@ class Generation:
     num_classes: int | None
     pool: ReplicaPool = field(init=False)
 
+    def describe_version(self) -> dict[str, Any]:
+        """``{"digest", "loaded_at", "generation"}``: ``/api/model``'s and the reload's
+        answer's ``version``."""
+        version = self.version
+        return {
+            "digest": version.digest,
+            "loaded_at": version.loaded_at_iso,
+            "generation": self.number,
+        }
+
 
 class Service:
     """Replicas + scheduler for one model at a time.
@@ -453,11 +463,7 @@ class Service:
             "engine": self.model.engine,
             "deploy": str(self.config.model.deploy),
             "weights": str(self.config.model.weights),
-            "version": {
-                "digest": self.version.digest,
-                "loaded_at": self.version.loaded_at_iso,
-                "generation": self._current.number,
-            },
+            "version": self._current.describe_version(),
             "reload": {"in_progress": self.reloading, "last_error": self.last_reload_error},
             "input_shape": list(self.model.net.input_shape),
             "classes": self.num_classes,

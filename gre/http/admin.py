@@ -56,16 +56,11 @@ async def admin_reload(request: Request) -> Response:
         raise ApiError(ErrorCode.RELOAD_IN_PROGRESS, str(exc)) from None
     except ReloadFailed as exc:
         raise ApiError(ErrorCode.RELOAD_FAILED, str(exc)) from None
-    version = generation.version
     return JSONResponse(
         {
             "reloaded": True,
             "model": generation.model.name,
-            "version": {
-                "digest": version.digest,
-                "loaded_at": version.loaded_at_iso,
-                "generation": generation.number,
-            },
+            "version": generation.describe_version(),
             "duration_ms": round((time.perf_counter() - start) * 1e3, 3),
         }
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -33,13 +32,18 @@ from gre.http.errors import (
 )
 from gre.http.inference_protocol import inference_protocol_routes
 from gre.http.openapi import openapi_document
-from gre.http.request_parts import parse_timeout, read_body, refusal, request_id_of
+from gre.http.request_parts import (
+    access_log,
+    account,
+    parse_timeout,
+    read_body,
+    refusal,
+    request_id_of,
+)
 from gre.http.ui import ui_routes
 from gre.messages import ItemError
 from gre.model.imaging import ImageError, check_image
 from gre.service import Service
-
-access_log = logging.getLogger("gre.access")
 
 _DECIMAL = re.compile(r"[0-9]{1,9}")
 
@@ -123,18 +127,7 @@ async def classify(request: Request) -> Response:
         record.update(error=ErrorCode.INTERNAL.value, reason="unexpected error")
         response = internal_error(request_id)
     response.headers["X-Request-Id"] = request_id
-    status = response.status_code
-    elapsed = time.perf_counter() - start
-    record.update(status=status, duration_ms=round(elapsed * 1e3, 3))
-    if status == 499:
-        access_log.info("client disconnected", extra=record)
-        return response
-    service.metrics.requests.labels(str(status)).inc()
-    service.metrics.request_duration.observe(elapsed)
-    if status >= 400:
-        access_log.warning("request failed", extra=record)
-    elif service.config.server.access_log:
-        access_log.info("request", extra=record)
+    account(service, response.status_code, time.perf_counter() - start, record)
     return response
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -53,12 +52,17 @@ from gre.http.inference_request import (
     shown,
 )
 from gre.http.inference_response import infer_response
-from gre.http.request_parts import parse_timeout, read_body, refusal, request_id_of
+from gre.http.request_parts import (
+    access_log,
+    account,
+    parse_timeout,
+    read_body,
+    refusal,
+    request_id_of,
+)
 from gre.messages import ItemError, Prediction
 from gre.model.imaging import ImageError, check_image
 from gre.service import Service
-
-access_log = logging.getLogger("gre.access")
 
 #: ``platform`` in model metadata and config (the protocol's "<project>_<format>" has no
 #: Caffe entry).
@@ -255,22 +259,8 @@ async def infer(request: Request) -> Response:
         message = f"internal error; the log has its details under request id {request_id}"
         response = JSONResponse({"error": message}, 500)
     response.headers["X-Request-Id"] = request_id
-    _account(service, response.status_code, time.perf_counter() - start, record)
+    account(service, response.status_code, time.perf_counter() - start, record)
     return response
-
-
-def _account(service: Service, status: int, elapsed_s: float, record: dict[str, Any]) -> None:
-    """Count and log an answer as ``/api/classify`` does (499: the client left; not counted)."""
-    record.update(status=status, duration_ms=round(elapsed_s * 1e3, 3))
-    if status == 499:
-        access_log.info("client disconnected", extra=record)
-        return
-    service.metrics.requests.labels(str(status)).inc()
-    service.metrics.request_duration.observe(elapsed_s)
-    if status >= 400:
-        access_log.warning("request failed", extra=record)
-    elif service.config.server.access_log:
-        access_log.info("request", extra=record)
 
 
 async def _infer(request: Request, record: dict[str, Any]) -> Response:

@@ -99,6 +99,25 @@ _REQUEST_ID = {
     "required": True,
     "schema": {"type": "string", "minLength": 1},
 }
+#: The request header every classifying operation takes: the client's id for the request.
+_REQUEST_ID_HEADER: Schema = {
+    "name": "X-Request-Id",
+    "in": "header",
+    "description": "Echoed in the response and logged; a new one when absent.",
+    "schema": {"type": "string"},
+}
+
+
+def _timeout_header(description: str) -> Schema:
+    """The ``X-Request-Timeout-Ms`` request header (``gre.http.request_parts.parse_timeout``)."""
+    return {
+        "name": "X-Request-Timeout-Ms",
+        "in": "header",
+        "description": description,
+        "schema": {"type": "string", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,6})?$"},
+    }
+
+
 _RETRY_AFTER = {
     "description": "Seconds to wait before retrying.",
     "required": True,
@@ -261,19 +280,11 @@ def _classify(classes: int | None) -> Schema:
                 "/api/model); default `server.default_top_k`, at most the class count.",
                 "schema": top_k,
             },
-            {
-                "name": "X-Request-Timeout-Ms",
-                "in": "header",
-                "description": "A deadline in ms (a positive decimal number, e.g. `250` or "
-                "`12.5`); only lowers the configured `timeout_ms`.",
-                "schema": {"type": "string", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,6})?$"},
-            },
-            {
-                "name": "X-Request-Id",
-                "in": "header",
-                "description": "Echoed in the response and logged; a new one when absent.",
-                "schema": {"type": "string"},
-            },
+            _timeout_header(
+                "A deadline in ms (a positive decimal number, e.g. `250` or `12.5`); only "
+                "lowers the configured `timeout_ms`."
+            ),
+            _REQUEST_ID_HEADER,
         ],
         "requestBody": {
             "required": True,
@@ -541,18 +552,8 @@ def _infer(operation_id: str) -> Schema:
                 "the inputs' binary data follows it.",
                 "schema": {"type": "string", "pattern": "^[0-9]{1,10}$"},
             },
-            {
-                "name": "X-Request-Timeout-Ms",
-                "in": "header",
-                "description": "As for /api/classify: only lowers the deadline.",
-                "schema": {"type": "string", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,6})?$"},
-            },
-            {
-                "name": "X-Request-Id",
-                "in": "header",
-                "description": "Echoed in the response and logged; a new one when absent.",
-                "schema": {"type": "string"},
-            },
+            _timeout_header("As for /api/classify: only lowers the deadline."),
+            _REQUEST_ID_HEADER,
         ],
         "requestBody": {
             "required": True,

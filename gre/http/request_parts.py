@@ -1,10 +1,12 @@
 """What every API's handler does alike with a request (``/api/classify`` in
 ``gre.http.app``, ``/v2/.../infer`` in ``gre.http.inference_protocol``): its id and
 access-log record, its ``X-Request-Timeout-Ms`` header, its body read under the size limit,
-and the catalogue's answer when the scheduler refuses it (``gre.http.errors``)."""
+the catalogue's answer when the scheduler refuses it (``gre.http.errors``), and how its
+answer is counted and logged."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -12,6 +14,9 @@ from starlette.requests import Request
 
 from gre.batching.errors import DeadlineExceeded, QueueFull, ReplicaError, ShuttingDown
 from gre.http.errors import ApiError, ErrorCode, new_request_id
+from gre.service import Service
+
+access_log = logging.getLogger("gre.access")
 
 #: A client's X-Request-Id kept as sent: 1-128 visible ASCII characters, as proxies accept.
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -75,3 +80,19 @@ def refusal(exc: QueueFull | ShuttingDown | ReplicaError | DeadlineExceeded) -> 
     if isinstance(exc, ReplicaError):
         return ApiError(ErrorCode.REPLICA_FAILED, str(exc))
     return ApiError(ErrorCode.DEADLINE_EXCEEDED, str(exc))
+
+
+def account(service: Service, status: int, elapsed_s: float, record: dict[str, Any]) -> None:
+    """Count and log one answered request: ``gre_requests_total{code}``, its duration (s)
+    and one access-log line with ``record`` (a warning from 400 up; successes only while
+    ``server.access_log``). 499 (the client left, nothing was sent) is logged, not counted."""
+    record.update(status=status, duration_ms=round(elapsed_s * 1e3, 3))
+    if status == 499:
+        access_log.info("client disconnected", extra=record)
+        return
+    service.metrics.requests.labels(str(status)).inc()
+    service.metrics.request_duration.observe(elapsed_s)
+    if status >= 400:
+        access_log.warning("request failed", extra=record)
+    elif service.config.server.access_log:
+        access_log.info("request", extra=record)
