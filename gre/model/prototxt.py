@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+from gre.model.blobs import blob_writers
+
 Value = Union[str, int, float, bool, "Message"]
 Message = dict[str, list[Value]]
 
@@ -132,6 +134,8 @@ class NetSpec:
         layer_types: every layer's ``type`` in order, e.g. ``["Convolution", "ReLU", ...]``.
         output_name: the top of the last layer, which is the net's output by Caffe's convention
             unless it is consumed by a later layer.
+        blob_names: every blob of the TEST net, input first, in ``caffe.Net.blobs``' order
+            (what ``/api/features?blob=`` may name).
     """
 
     name: str
@@ -139,6 +143,7 @@ class NetSpec:
     input_shape: tuple[int, int, int]
     layer_types: tuple[str, ...]
     output_name: str
+    blob_names: tuple[str, ...] = ()
 
 
 def _messages(values: list[Value]) -> list[Message]:
@@ -190,6 +195,7 @@ def net_spec(text: str) -> NetSpec:
         input_shape=(dims[1], dims[2], dims[3]),
         layer_types=layer_types,
         output_name=tops[-1] if tops else input_name,
+        blob_names=tuple(dict.fromkeys([input_name, *blob_writers(net)])),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import socket
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from benchmarks.engines import agreement, corpus_batch, forward_all
 from gre.config import PreprocessConfig
 from gre.messages import Device, Ready, ReplicaSpec, StartFailed, Stop
 from gre.model.classifier import Classifier
-from gre.model.engines import EngineError, load_engine
+from gre.model.engines import EngineError, Features, load_engine
 from gre.model.preprocess import Preprocessor
 from gre.replicas import wire
 from gre.replicas.worker import serve, warm_up
@@ -285,6 +286,12 @@ class FitsUpTo:
         if len(batch) > self.limit:
             raise self.error(f"cannot allocate {len(batch) * batch[0].nbytes} bytes")
         return np.zeros((len(batch), 2), dtype=np.float32)
+
+    def blob_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def forward_blobs(self, batch: Array, blobs: Collection[str]) -> tuple[Array, Features]:
+        return self.forward(batch), {}
 
 
 def fake_classifier(engine: FitsUpTo) -> Classifier:

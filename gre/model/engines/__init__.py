@@ -7,6 +7,7 @@ pycaffe (the reference implementation) when it is importable, else OpenCV's DNN 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +18,11 @@ from gre.messages import Device
 
 Batch = npt.NDArray[np.float32]
 Output = npt.NDArray[np.float32]
+#: Named blobs of a batch: blob name -> ``(N, D) float32``, each image's blob flattened in
+#: C, H, W order (pycaffe's ``net.blobs[name].data[i].ravel()``).
+Features = dict[str, npt.NDArray[np.float32]]
+#: Per blob, one image's shape: pycaffe's ``net.blobs[name].data.shape[1:]``.
+BlobShapes = dict[str, tuple[int, ...]]
 
 
 class EngineError(RuntimeError):
@@ -39,6 +45,31 @@ class Engine(Protocol):
         float32 (trailing dimensions flattened). The net is reshaped to ``N``; no padding.
         """
         ...
+
+    def blob_shapes(self) -> BlobShapes:
+        """Every blob the net has (its input included) and one image's shape of it, as
+        pycaffe's ``net.blobs``; empty for an engine without a net (``null``)."""
+        ...
+
+    def forward_blobs(self, batch: Batch, blobs: Collection[str]) -> tuple[Output, Features]:
+        """:meth:`forward`, and the named blobs' values after it, each ``(N, D) float32``: an
+        in-place layer's top holds its last writer's value, as ``net.blobs[name].data``
+        after ``caffe.Net.forward``.
+
+        Raises:
+            EngineError: a name that is not a blob of the net, or the forward failed.
+        """
+        ...
+
+
+def unknown_blobs_error(blobs: Collection[str], known: Collection[str]) -> EngineError | None:
+    """The error for names in ``blobs`` not among the net's blobs ``known`` (naming those),
+    or ``None`` when all are its blobs."""
+    unknown = [name for name in blobs if name not in known]
+    if not unknown:
+        return None
+    valid = ", ".join(known) or "(none: this engine runs no net)"
+    return EngineError(f"not a blob of this net: {', '.join(unknown)}; its blobs: {valid}")
 
 
 def caffe_importable() -> bool:

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gre.messages import Device
-from gre.model.engines import Batch, EngineError, Output
+from gre.model.engines import (
+    Batch,
+    BlobShapes,
+    EngineError,
+    Features,
+    Output,
+    unknown_blobs_error,
+)
 
 
 def caffe_has_cuda() -> bool:
@@ -99,11 +107,39 @@ class CaffeEngine:
 
     def forward(self, batch: Batch) -> Output:
         """``(N, C, H, W) float32`` -> output blob ``(N, K) float32`` (copied out of the net)."""
+        self._run(batch)
+        return self._copy(self._output, batch.shape[0])
+
+    def blob_shapes(self) -> BlobShapes:
+        """``net.blobs``' names and shapes without the batch dimension (the Split blobs Caffe
+        inserts for a blob read by several layers included)."""
+        return {
+            name: tuple(int(d) for d in b.data.shape[1:]) for name, b in self._net.blobs.items()
+        }
+
+    def forward_blobs(self, batch: Batch, blobs: Collection[str]) -> tuple[Output, Features]:
+        """:meth:`forward` and ``net.blobs[name].data`` of each of ``blobs``, copied out,
+        ``(N, D) float32``.
+
+        Raises:
+            EngineError: a name that is not in ``net.blobs``.
+        """
+        error = unknown_blobs_error(blobs, self.blob_shapes())
+        if error is not None:
+            raise error
+        self._run(batch)
+        n = batch.shape[0]
+        return self._copy(self._output, n), {name: self._copy(name, n) for name in blobs}
+
+    def _run(self, batch: Batch) -> None:
         blob = self._net.blobs[self._input]
         if blob.data.shape != batch.shape:
             blob.reshape(*batch.shape)
             self._net.reshape()
         blob.data[...] = batch
         self._net.forward()
-        out = self._net.blobs[self._output].data
-        return np.array(out, dtype=np.float32, copy=True).reshape(batch.shape[0], -1)
+
+    def _copy(self, name: str, n: int) -> Output:
+        """Blob ``name`` as ``(n, D) float32``, a copy (the net reuses its memory)."""
+        out = self._net.blobs[name].data
+        return np.array(out, dtype=np.float32, copy=True).reshape(n, -1)

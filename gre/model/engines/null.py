@@ -6,10 +6,12 @@ batching, decode and preprocessing) with the net taken out.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 from gre.messages import Device
-from gre.model.engines import Batch, Output
+from gre.model.engines import Batch, BlobShapes, Features, Output, unknown_blobs_error
 
 
 class NullEngine:
@@ -25,3 +27,18 @@ class NullEngine:
     def forward(self, batch: Batch) -> Output:
         """``(N, C, H, W) float32`` -> ``(N, K) float32``, the fixed row repeated."""
         return np.tile(self._row, (batch.shape[0], 1))
+
+    def blob_shapes(self) -> BlobShapes:
+        """None: there is no net, so no blob can be asked for."""
+        return {}
+
+    def forward_blobs(self, batch: Batch, blobs: Collection[str]) -> tuple[Output, Features]:
+        """:meth:`forward` when ``blobs`` is empty.
+
+        Raises:
+            EngineError: any blob named (the null engine has none).
+        """
+        error = unknown_blobs_error(blobs, {})
+        if error is not None:
+            raise error
+        return self.forward(batch), {}

@@ -26,6 +26,7 @@ CUDA and off on the CPU, where the same eager forward runs:
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,14 @@ import torch
 from torch import Tensor
 
 from gre.messages import Device
-from gre.model.engines import Batch, EngineError, Output
+from gre.model.engines import (
+    Batch,
+    BlobShapes,
+    EngineError,
+    Features,
+    Output,
+    unknown_blobs_error,
+)
 from gre.model.engines.opencv import power_of_two_chunks
 from gre.model.engines.torch_convert import CaffeModule, convert
 
@@ -166,6 +174,44 @@ class TorchEngine:
         if np.isnan(result).any():
             raise self._nan_error(batch)
         return result
+
+    def blob_shapes(self) -> BlobShapes:
+        """Every blob of the converted net and one image's shape of it (measured by the
+        converter's probe forward)."""
+        return dict(self.module.blob_shapes)
+
+    def forward_blobs(self, batch: Batch, blobs: Collection[str]) -> tuple[Output, Features]:
+        """:meth:`forward` and the named blobs, each ``(N, D) float32`` (cast from the
+        module's dtype). Such batches run eagerly, chunked as :meth:`forward`, never through
+        a CUDA graph: a graph keeps only the output blob.
+
+        Raises:
+            EngineError: a name that is not a blob of the net; NaN in the output.
+        """
+        error = unknown_blobs_error(blobs, self.module.blob_shapes)
+        if error is not None:
+            raise error
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.shape[0] == 0:
+            empty = np.empty((0, 0), dtype=np.float32)
+            return empty, {name: empty for name in blobs}
+        keep = tuple(dict.fromkeys((self._output, *blobs)))
+        pieces: dict[str, list[Tensor]] = {name: [] for name in keep}
+        with torch.inference_mode():
+            start = 0
+            for size in self.chunk_sizes(batch.shape[0]):
+                x = torch.from_numpy(batch[start : start + size]).to(self._torch_device)
+                if self.dtype != torch.float32:
+                    x = x.to(self.dtype, memory_format=torch.channels_last)
+                values = self.module(x, keep=keep)
+                for name in keep:
+                    pieces[name].append(values[name].reshape(size, -1).float())
+                start += size
+            arrays = {name: self._to_numpy(torch.cat(p)) for name, p in pieces.items()}
+        output = arrays[self._output]
+        if np.isnan(output).any():
+            raise self._nan_error(batch)
+        return output, {name: arrays[name] for name in blobs}
 
     def chunk_sizes(self, n: int) -> list[int]:
         """The sizes a batch of ``n`` runs as: powers of two, largest first, when chunked."""

@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from gre.model.blobs import in_test_phase
 from gre.model.caffemodel import CaffemodelError, read_weights
 from gre.model.engines import EngineError
 from gre.model.engines.torch_layers import BUILDERS
-from gre.model.engines.torch_params import Array, LayerSpec, Op, Shape, num, nums
+from gre.model.engines.torch_params import Array, LayerSpec, Op, Shape, nums
 from gre.model.prototxt import Message, PrototxtError, Value, parse
 
 #: Legacy (V1) prototxt ``layers { type: ENUM }`` names, mapped to today's type strings.
@@ -48,26 +49,6 @@ def _messages(values: list[Value]) -> list[Message]:
 
 def _strings(message: Message, field: str) -> tuple[str, ...]:
     return tuple(str(v) for v in message.get(field, []))
-
-
-def _rule_matches(rule: Message) -> bool:
-    """A NetStateRule against Caffe's TEST state (level 0, no stages): src/caffe/net.cpp,
-    ``Net::StateMeetsRule``."""
-    phase = rule.get("phase", ["TEST"])[-1]
-    if phase not in ("TEST", 1):
-        return False
-    if num(rule, "min_level", 0) > 0 or num(rule, "max_level", 0) < 0:
-        return False
-    return not rule.get("stage")  # any required stage is absent; not_stage always holds
-
-
-def in_test_phase(layer: Message) -> bool:
-    """Whether Caffe keeps ``layer`` in a TEST net (``Net::FilterNet``): with ``include`` rules,
-    when one matches; otherwise unless an ``exclude`` rule matches."""
-    include = _messages(layer.get("include", []))
-    if include:
-        return any(_rule_matches(rule) for rule in include)
-    return not any(_rule_matches(rule) for rule in _messages(layer.get("exclude", [])))
 
 
 def layer_specs(net: Message) -> tuple[list[InputBlob], list[LayerSpec]]:
@@ -128,11 +109,17 @@ class CaffeModule(nn.Module):
     top replaces its bottom, as in Caffe); with ``keep``, only those blobs, each other blob
     being freed after its last use (peak memory: the live blobs, not all of them). ``inputs``
     are the input blob names, ``outputs`` Caffe's net outputs (:func:`net_outputs`),
-    ``blob_names`` every blob. The module is float32 until :meth:`set_precision`.
+    ``blob_names`` every blob, ``blob_shapes`` one image's shape of each (as ``net.blobs``,
+    in the order blobs first appear). The module is float32 until :meth:`set_precision`.
     """
 
     def __init__(
-        self, inputs: list[InputBlob], specs: list[LayerSpec], ops: list[Op], name: str
+        self,
+        inputs: list[InputBlob],
+        specs: list[LayerSpec],
+        ops: list[Op],
+        name: str,
+        blob_shapes: Mapping[str, tuple[int, ...]] | None = None,
     ) -> None:
         super().__init__()
         self.input_blobs = inputs
@@ -141,6 +128,7 @@ class CaffeModule(nn.Module):
         self.ops = nn.ModuleList(ops)  # registered, so .to(device) moves every weight
         self.outputs = net_outputs(inputs, specs)
         self.blob_names = set(self.inputs) | {top for spec in specs for top in spec.tops}
+        self.blob_shapes = dict(blob_shapes or {})
         self.net_name = name
         self.dtype = torch.float32
         #: Per layer, the blobs it reads or writes for the last time.
@@ -224,7 +212,8 @@ def build(net: Message, weights: Mapping[str, list[Array]]) -> CaffeModule:
             raise spec.error(f"makes {len(tops)} tops, the prototxt names {len(spec.tops)}")
         probe.update(zip(spec.tops, tops, strict=True))
         ops.append(op)
-    return CaffeModule(inputs, specs, ops, str(net.get("name", [""])[-1]))
+    blob_shapes = {name: tuple(int(d) for d in blob.shape[1:]) for name, blob in probe.items()}
+    return CaffeModule(inputs, specs, ops, str(net.get("name", [""])[-1]), blob_shapes)
 
 
 def convert(deploy: Path, weights: Path) -> CaffeModule:
