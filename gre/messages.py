@@ -11,7 +11,7 @@ replica process can all speak it without depending on one another.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,8 @@ class Ready:
     engine: str
     device: str
     num_classes: int
+    #: Every blob of the net and one image's shape of it (``net.blobs``, input first).
+    blobs: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,12 @@ class StartFailed:
 
 @dataclass(frozen=True)
 class BatchRequest:
-    """One batch to classify: encoded images and, per image, how many classes to answer."""
+    """One batch to classify: encoded images and, per image, how many classes to answer
+    and which blobs to return (``blobs`` empty: none for any image)."""
 
     images: tuple[bytes, ...]
     top_ks: tuple[int, ...]
+    blobs: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,12 @@ class Stop:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's top-k: class indices and their probabilities, most probable first."""
+    """One image's top-k: class indices and their probabilities, most probable first; and
+    the blobs it asked for, each a ``(D,) float32`` NumPy array (flattened C, H, W)."""
 
     indices: tuple[int, ...]
     confidences: tuple[float, ...]
+    features: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)

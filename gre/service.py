@@ -76,6 +76,8 @@ class Generation:
     version: ModelVersion
     num_classes: int | None
     pool: ReplicaPool = field(init=False)
+    #: One image's shape of each blob, as the first replica to warm up reported it.
+    blob_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def describe_version(self) -> dict[str, Any]:
         """``{"digest", "loaded_at", "generation"}``: ``/api/model``'s and the reload's
@@ -248,6 +250,8 @@ class Service:
 
     @staticmethod
     def _check_classes(generation: Generation, info: Ready) -> None:
+        if not generation.blob_shapes:
+            generation.blob_shapes = dict(info.blobs)
         if generation.num_classes is None:
             generation.num_classes = info.num_classes
         if info.num_classes != generation.num_classes:
@@ -409,9 +413,12 @@ class Service:
         """
         return self._scheduler.admit(timeout_ms)
 
-    def submit(self, admission: Admission, image: bytes, top_k: int) -> Pending:
-        """Queue an admitted request's image (see :meth:`Scheduler.submit`)."""
-        return self._scheduler.submit(image, top_k, admission)
+    def submit(
+        self, admission: Admission, image: bytes, top_k: int, blobs: tuple[str, ...] = ()
+    ) -> Pending:
+        """Queue an admitted request's image (see :meth:`Scheduler.submit`); ``blobs``: the
+        blobs to return with its top ``top_k``."""
+        return self._scheduler.submit(image, top_k, admission, blobs)
 
     async def result(self, pending: Pending) -> Completed:
         """Wait for ``pending``'s answer until its deadline.
@@ -431,7 +438,26 @@ class Service:
         # The labels of the model that ran it: during a reload both models answer.
         return answer(completed.outcome, self._labels[completed.replica])
 
+    def features(self, completed: Completed) -> dict[str, list[float]]:
+        """``/api/features``' answer: each blob asked for, flattened (C, H, W), as floats."""
+        assert isinstance(completed.outcome, Prediction)
+        return {name: value.tolist() for name, value in completed.outcome.features.items()}
+
     # What it tells
+
+    @property
+    def blob_names(self) -> tuple[str, ...]:
+        """Every blob of the serving model's TEST net, input first (its deploy prototxt)."""
+        return self.model.net.blob_names
+
+    def describe_blobs(self) -> list[dict[str, Any]]:
+        """``/api/model``'s ``blobs``: each blob's ``name`` and one image's ``shape``
+        (``None`` until a replica has reported it)."""
+        shapes = self._current.blob_shapes
+        return [
+            {"name": name, "shape": list(shapes[name]) if name in shapes else None}
+            for name in self.blob_names
+        ]
 
     def readiness(self) -> Readiness:
         """Whether it serves, and how many replicas are ready (``GET /readyz``)."""
@@ -467,6 +493,7 @@ class Service:
             "reload": {"in_progress": self.reloading, "last_error": self.last_reload_error},
             "input_shape": list(self.model.net.input_shape),
             "classes": self.num_classes,
+            "blobs": self.describe_blobs(),
             "devices": sorted({str(p.device) for p in self.plans}),
             "replicas": [
                 {

@@ -31,7 +31,12 @@ class FakeWorker:
         self.batches: list[list[bytes]] = []
         self.started = asyncio.Event()
 
-    async def run(self, images: Sequence[bytes], top_ks: Sequence[int]) -> BatchResult:
+    async def run(
+        self,
+        images: Sequence[bytes],
+        top_ks: Sequence[int],
+        blobs: Sequence[tuple[str, ...]] = (),
+    ) -> BatchResult:
         self.batches.append(list(images))
         self.started.set()
         if self.gate is not None:
@@ -107,7 +112,12 @@ class FakeReplica:
         self._exited = asyncio.get_running_loop().create_future()
         return Ready(self.pid, "fake", str(self.spec.device), self.spec.num_classes)
 
-    async def run(self, images: Sequence[bytes], top_ks: Sequence[int]) -> BatchResult:
+    async def run(
+        self,
+        images: Sequence[bytes],
+        top_ks: Sequence[int],
+        blobs: Sequence[tuple[str, ...]] = (),
+    ) -> BatchResult:
         self.batches.append(list(images))
         self.started.set()
         while self.gate is not None and not self.gate.is_set():

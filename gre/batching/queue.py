@@ -39,6 +39,7 @@ class Pending:
         deadline: when it must be answered by, event-loop clock (s).
         future: resolved with the outcome, or an exception such as :class:`DeadlineExceeded`.
         dispatched: when it was last handed to a replica (s), ``None`` while queued.
+        blobs: blob names whose values to return with the top-k (``/api/features``).
     """
 
     image: bytes
@@ -47,6 +48,7 @@ class Pending:
     deadline: float
     future: asyncio.Future[Any]
     dispatched: float | None = None
+    blobs: tuple[str, ...] = ()
     #: Times it was handed to a replica that then died (it is retried once elsewhere).
     attempts: int = 0
     id: int = field(default_factory=lambda: next(_ids))

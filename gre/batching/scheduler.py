@@ -37,8 +37,14 @@ class Worker(Protocol):
 
     name: str
 
-    async def run(self, images: Sequence[bytes], top_ks: Sequence[int]) -> BatchResult:
-        """Classify a batch; outcomes in request order.
+    async def run(
+        self,
+        images: Sequence[bytes],
+        top_ks: Sequence[int],
+        blobs: Sequence[tuple[str, ...]] = (),
+    ) -> BatchResult:
+        """Classify a batch; outcomes in request order. ``blobs``: per image the blobs to
+        return (empty when no image of the batch asks for any).
 
         Raises:
             ReplicaLost: the worker is gone; it gets no more batches.
@@ -118,9 +124,16 @@ class Scheduler:
                 )
         return Admission(timeout)
 
-    def submit(self, image: bytes, top_k: int, admission: Admission | None = None) -> Pending:
+    def submit(
+        self,
+        image: bytes,
+        top_k: int,
+        admission: Admission | None = None,
+        blobs: tuple[str, ...] = (),
+    ) -> Pending:
         """Queue one request; its deadline is ``admission.timeout_ms`` from now. Without an
-        ``admission`` it is admitted here (:meth:`admit`).
+        ``admission`` it is admitted here (:meth:`admit`). ``blobs``: the blobs to return
+        with its top ``top_k`` (0: features only), batched with every other request.
 
         Raises:
             ShuttingDown: the scheduler closed since the admission.
@@ -131,7 +144,8 @@ class Scheduler:
         self._check_open()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        item = Pending(image, top_k, now, now + admission.timeout_ms / 1e3, loop.create_future())
+        deadline = now + admission.timeout_ms / 1e3
+        item = Pending(image, top_k, now, deadline, loop.create_future(), blobs=blobs)
         self.queue.put(item)
         return item
 
@@ -207,7 +221,9 @@ class Scheduler:
                 self._busy.add(worker.name)
                 self.batch_sizes[len(batch)] += 1
                 try:
-                    work = worker.run([i.image for i in batch], [i.top_k for i in batch])
+                    # Blob names only when asked: classify-only batches pickle nothing more.
+                    blobs = [i.blobs for i in batch] if any(i.blobs for i in batch) else []
+                    work = worker.run([i.image for i in batch], [i.top_k for i in batch], blobs)
                     result = await asyncio.wait_for(work, timeout_s)
                 except TimeoutError:
                     self._recover(batch, worker.name)

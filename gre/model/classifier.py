@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gre.messages import BatchResult, ItemError, Outcome, Prediction
-from gre.model.engines import Engine, Output
+from gre.model.engines import BlobShapes, Engine, Output, unknown_blobs_error
 from gre.model.imaging import ImageError, decode_bgr
 from gre.model.preprocess import Blob, Preprocessor
 
@@ -58,6 +58,7 @@ class Classifier:
         self.preprocessor = preprocessor
         self.apply_softmax = apply_softmax
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="gre-decode")
+        self._blob_shapes: BlobShapes | None = None
 
     def close(self) -> None:
         """Stop the decode threads."""
@@ -93,20 +94,58 @@ class Classifier:
         output: Output = self.engine.forward(batch)
         return softmax(output) if self.apply_softmax else output
 
-    def classify(self, images: Sequence[bytes], top_ks: Sequence[int]) -> BatchResult:
-        """Classify a batch: per image its top ``top_ks[i]`` classes or an :class:`ItemError`.
+    def blob_shapes(self) -> BlobShapes:
+        """The engine's blobs and one image's shape of each (asked of the engine once)."""
+        if self._blob_shapes is None:
+            self._blob_shapes = self.engine.blob_shapes()
+        return self._blob_shapes
+
+    def classify(
+        self,
+        images: Sequence[bytes],
+        top_ks: Sequence[int],
+        blobs: Sequence[Sequence[str]] = (),
+    ) -> BatchResult:
+        """Classify a batch: per image its top ``top_ks[i]`` classes (0: none) with the blobs
+        ``blobs[i]`` names (``blobs`` empty: none), or an :class:`ItemError` (``bad_blob``
+        for a name the net lacks: that image only). One forward serves both.
 
         Raises:
             gre.model.engines.EngineError: the forward pass failed (the whole batch is lost).
         """
         start = time.perf_counter()
-        batch, outcomes = self.prepare(images)
+        wanted = [tuple(names) for names in blobs] or [()] * len(images)
+        refused = [self._blob_error(names) for names in wanted]
+        todo = [i for i, error in enumerate(refused) if error is None]
+        batch, prepared_outcomes = self.prepare([images[i] for i in todo])
+        outcomes: list[Outcome | None] = list(refused)
+        for i, outcome in zip(todo, prepared_outcomes, strict=True):
+            outcomes[i] = outcome
+        names = list(dict.fromkeys(n for i in todo if outcomes[i] is None for n in wanted[i]))
         prepared = time.perf_counter()
-        probabilities = self.probabilities(batch) if len(batch) else np.empty((0, 0), np.float32)
+        features: dict[str, Output] = {}
+        if not len(batch):
+            probabilities = np.empty((0, 0), np.float32)
+        elif names:
+            output, features = self.engine.forward_blobs(batch, names)
+            probabilities = softmax(output) if self.apply_softmax else output
+        else:
+            probabilities = self.probabilities(batch)
         done = time.perf_counter()
-        rows = iter(probabilities)
-        filled: list[Outcome] = [
-            top_k(next(rows), k) if outcome is None else outcome
-            for outcome, k in zip(outcomes, top_ks, strict=True)
-        ]
+        filled: list[Outcome] = []
+        row = 0
+        for outcome, k, asked in zip(outcomes, top_ks, wanted, strict=True):
+            if outcome is not None:
+                filled.append(outcome)
+                continue
+            prediction = top_k(probabilities[row], k)
+            if asked:
+                mine = {name: features[name][row] for name in asked}
+                prediction = Prediction(prediction.indices, prediction.confidences, mine)
+            filled.append(prediction)
+            row += 1
         return BatchResult(filled, (prepared - start) * 1e3, (done - prepared) * 1e3)
+
+    def _blob_error(self, names: tuple[str, ...]) -> ItemError | None:
+        error = unknown_blobs_error(names, self.blob_shapes()) if names else None
+        return None if error is None else ItemError("bad_blob", str(error))

@@ -59,7 +59,12 @@ class ReplicaHandle(Protocol):
         """Start and warm up; raises :class:`ReplicaStartError`."""
         ...
 
-    async def run(self, images: Sequence[bytes], top_ks: Sequence[int]) -> BatchResult:
+    async def run(
+        self,
+        images: Sequence[bytes],
+        top_ks: Sequence[int],
+        blobs: Sequence[tuple[str, ...]] = (),
+    ) -> BatchResult:
         """Classify one batch (as :class:`gre.batching.scheduler.Worker`)."""
         ...
 

@@ -124,8 +124,14 @@ class Replica:
         ready: Ready = reply
         return ready
 
-    async def run(self, images: Sequence[bytes], top_ks: Sequence[int]) -> BatchResult:
-        """Classify one batch of encoded images in the replica.
+    async def run(
+        self,
+        images: Sequence[bytes],
+        top_ks: Sequence[int],
+        blobs: Sequence[tuple[str, ...]] = (),
+    ) -> BatchResult:
+        """Classify one batch of encoded images in the replica (``blobs``: per image, the
+        blobs to return; empty: none).
 
         Raises:
             ReplicaLost: the replica died (connection lost).
@@ -134,7 +140,7 @@ class Replica:
         if self._reader is None or self._writer is None:
             raise ReplicaLost(f"replica {self.name} is not running")
         try:
-            self._writer.write(wire.pack(BatchRequest(tuple(images), tuple(top_ks))))
+            self._writer.write(wire.pack(BatchRequest(tuple(images), tuple(top_ks), tuple(blobs))))
             reply = await wire.read(self._reader)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             raise ReplicaLost(f"replica {self.name} (pid {self.pid}) died") from exc

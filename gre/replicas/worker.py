@@ -94,12 +94,13 @@ def serve(sock: socket.socket) -> int:
         preprocessor = Preprocessor.build(PreprocessConfig(**spec.preprocess), spec.input_shape)
         classifier = Classifier(engine, preprocessor, spec.apply_softmax, spec.decode_threads)
         num_classes = warm_up(classifier, spec.max_batch_size)
+        blobs = tuple(classifier.blob_shapes().items())
     except Exception as exc:
         if not isinstance(exc, EngineError | ValueError | OSError):  # unforeseen: show where
             traceback.print_exc(file=sys.stderr)
         wire.send(sock, StartFailed(f"{type(exc).__name__}: {exc}"))
         return 1
-    wire.send(sock, Ready(os.getpid(), engine.name, engine.device, num_classes))
+    wire.send(sock, Ready(os.getpid(), engine.name, engine.device, num_classes, blobs))
     while True:
         try:
             message = wire.recv(sock)
@@ -108,7 +109,7 @@ def serve(sock: socket.socket) -> int:
         if not isinstance(message, BatchRequest):  # Stop
             return 0
         try:
-            result = classifier.classify(message.images, message.top_ks)
+            result = classifier.classify(message.images, message.top_ks, message.blobs)
             # The front end replaces a replica past replicas.max_rss_mb between batches.
             wire.send(sock, dataclasses.replace(result, rss_bytes=resident_bytes()))
         except Exception as exc:  # the engine failed on this batch; the replica lives on
