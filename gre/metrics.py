@@ -73,6 +73,10 @@ class Metrics:
             "Request body bytes held now (declared or received, until answered).",
             registry=r,
         )
+        self.features_blobs = Counter(
+            "gre_features_blobs", "Blobs returned by /api/features, by blob name.", ["blob"],
+            registry=r,
+        )  # fmt: skip
         self.reloads = Counter(
             "gre_reloads", "Model reloads, by outcome (ok, failed).", ["outcome"], registry=r
         )

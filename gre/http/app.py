@@ -1,5 +1,6 @@
-"""The HTTP API (Starlette): ``/api/classify``, ``/api/model``, ``/healthz``, ``/readyz``,
-``/metrics``, ``/openapi.json``, and ``/admin/reload`` when enabled."""
+"""The HTTP API (Starlette): ``/api/classify``, ``/api/features``, ``/api/model``,
+``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``, and ``/admin/reload`` when
+enabled."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -73,6 +74,26 @@ def parse_top_k(request: Request, service: Service) -> int:
     return top_k
 
 
+def parse_blobs(request: Request, service: Service) -> tuple[str, ...]:
+    """The ``blob`` query parameters (repeated: ``?blob=fc7&blob=pool5``), in order, each once.
+
+    Raises:
+        ApiError: 422 ``bad_blob`` when none is given or one is not a blob of the net (the
+            message lists the net's blobs).
+    """
+    names = tuple(dict.fromkeys(request.query_params.getlist("blob")))
+    known = service.blob_names
+    unknown = [name for name in names if name not in known]
+    if names and not unknown:
+        return names
+    what = (
+        f"not a blob of this net: {', '.join(map(repr, unknown))}"
+        if names
+        else ("name at least one blob: ?blob=NAME (repeatable)")
+    )
+    raise ApiError(ErrorCode.BAD_BLOB, f"{what}; its blobs: {', '.join(known)}")
+
+
 async def wait_for_answer(request: Request, service: Service, pending: Pending) -> Completed:
     """Wait for the request's answer, dropping it from the queue if the client disconnects.
 
@@ -105,6 +126,12 @@ def server_timing(completed: Completed) -> str:
     )
 
 
+#: What an image endpoint asks of a request: ``(top_k, blobs)``.
+Ask = Callable[[Request, Service], tuple[int, tuple[str, ...]]]
+#: What an image endpoint answers for a completed request (JSON-encodable).
+Reply = Callable[[Service, Completed], Any]
+
+
 async def classify(request: Request) -> Response:
     """``POST /api/classify``: the body is one encoded image; answers its top-k classes.
 
@@ -112,11 +139,34 @@ async def classify(request: Request) -> Response:
     metrics, and is logged as one JSON line (errors always, with their reason). An unexpected
     exception is answered 500 ``internal`` and logged with its traceback.
     """
+    return await serve_image(
+        request, lambda r, s: (parse_top_k(r, s), ()), lambda s, c: s.answer(c)
+    )
+
+
+async def features(request: Request) -> Response:
+    """``POST /api/features?blob=fc7&blob=pool5``: the body is one encoded image, as for
+    classify; answers ``{blob: [floats]}``, each blob flattened in C, H, W order as pycaffe's
+    ``net.blobs[blob].data[0]`` for the same input blob. Batched with classify's requests;
+    answered, counted and logged as classify is."""
+
+    def reply(service: Service, completed: Completed) -> Any:
+        answer = service.features(completed)
+        for name in answer:
+            service.metrics.features_blobs.labels(name).inc()
+        return answer
+
+    return await serve_image(request, lambda r, s: (0, parse_blobs(r, s)), reply)
+
+
+async def serve_image(request: Request, ask: Ask, reply: Reply) -> Response:
+    """One image request, whatever it asks: ``ask`` reads what it wants from the query,
+    ``reply`` makes its answer; ids, refusals, metrics and the access log as classify's."""
     service: Service = request.app.state.service
     start = time.perf_counter()
     request_id, record = request_id_of(request.headers.get("x-request-id"))
     try:
-        response = await _classify(request, service, record)
+        response = await _serve_image(request, service, record, ask, reply)
     except ApiError as exc:
         record.update(error=exc.code.value, reason=exc.message)
         if exc.code.reason is not None:
@@ -131,9 +181,11 @@ async def classify(request: Request) -> Response:
     return response
 
 
-async def _classify(request: Request, service: Service, record: dict[str, Any]) -> Response:
+async def _serve_image(
+    request: Request, service: Service, record: dict[str, Any], ask: Ask, reply: Reply
+) -> Response:
     server = service.config.server
-    top_k = parse_top_k(request, service)
+    top_k, blobs = ask(request, service)
     timeout_ms = parse_timeout(request)
     try:
         # Refused after the upload means refused before it: don't take the body for nothing.
@@ -151,7 +203,7 @@ async def _classify(request: Request, service: Service, record: dict[str, Any]) 
     except ImageError as exc:
         raise ApiError(ErrorCode(exc.code), str(exc)) from None
     try:
-        pending = service.submit(admission, body, top_k)
+        pending = service.submit(admission, body, top_k, blobs)
         completed = await wait_for_answer(request, service, pending)
     except (QueueFull, ShuttingDown, ReplicaError, DeadlineExceeded) as exc:
         raise refusal(exc) from None
@@ -169,7 +221,7 @@ async def _classify(request: Request, service: Service, record: dict[str, Any]) 
         error = completed.outcome
         raise ApiError(ErrorCode(error.code), error.message)
     return JSONResponse(
-        service.answer(completed), headers={"Server-Timing": server_timing(completed)}
+        reply(service, completed), headers={"Server-Timing": server_timing(completed)}
     )
 
 
@@ -206,7 +258,7 @@ async def readyz(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     """``GET /openapi.json``: the OpenAPI 3.1 description of this API (gre/openapi.py)."""
     service: Service = request.app.state.service
-    return JSONResponse(openapi_document(service.num_classes))
+    return JSONResponse(openapi_document(service.num_classes, service.blob_names))
 
 
 def create_app(service: Service, start_replicas: bool = True) -> Starlette:
@@ -239,6 +291,7 @@ def create_app(service: Service, start_replicas: bool = True) -> Starlette:
             *inference_protocol_routes(service),
             *admin,
             Route("/api/classify", classify, methods=["POST"]),
+            Route("/api/features", features, methods=["POST"]),
             Route("/api/model", model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

@@ -38,6 +38,7 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"
     UNSUPPORTED_FORMAT = "unsupported_format"
     BAD_TOP_K = "bad_top_k"
+    BAD_BLOB = "bad_blob"
     QUEUE_FULL = "queue_full"
     TOO_MANY_CONNECTIONS = "too_many_connections"
     TOO_MANY_BYTES = "too_many_bytes"
@@ -130,6 +131,11 @@ CATALOGUE: dict[ErrorCode, ErrorFacts] = {
         "…; 12- and 16-bit or hierarchical JPEG)",
     ),
     E.BAD_TOP_K: ErrorFacts(422, "`top_k` not an integer in 1..classes"),
+    E.BAD_BLOB: ErrorFacts(
+        422,
+        "`/api/features` with no `blob`, or one the net does not have (the message lists "
+        "the net's blobs; `GET /api/model` too)",
+    ),
     E.QUEUE_FULL: ErrorFacts(
         503,
         "`max_queue_size` requests already waiting, or requests waiting and the expected "

@@ -28,6 +28,7 @@ from starlette.routing import Route
 from gre.config import load_config
 from gre.http.app import create_app
 from gre.http.openapi import openapi_document
+from gre.model.loader import load_model
 from gre.service import Service
 from tests.support import Server, running_server
 
@@ -41,8 +42,9 @@ MAX_BODY = 64 * 1024
 # A deadline far above any forward time (2 busy cores): a 504 here would be a hang.
 SETTINGS = ("--set", "timeout_ms=300000", "--set", f"max_body_bytes={MAX_BODY}")
 
-#: What the default model's server describes: open_nsfw has two classes, so top_k <= 2.
-DOCUMENT = openapi_document(classes=2)
+#: What the default model's server describes: open_nsfw has two classes, so top_k <= 2, and
+#: its prototxt's blobs are what /api/features may ask.
+DOCUMENT = openapi_document(classes=2, blobs=load_model(load_config(None, {})).net.blob_names)
 
 
 def test_every_route_is_described_and_every_description_routed() -> None:
