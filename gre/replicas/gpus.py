@@ -11,7 +11,8 @@ log = logging.getLogger("gre.replicas.gpus")
 
 @dataclass(frozen=True)
 class GpuInfo:
-    """One GPU as NVML reports it (memory in bytes)."""
+    """One GPU as NVML reports it (memory in bytes); ``cuda_driver`` is the newest CUDA
+    runtime its driver runs (``"13.0"``; ``""``: NVML did not say)."""
 
     index: int
     name: str
@@ -19,6 +20,7 @@ class GpuInfo:
     memory_total: int
     memory_free: int
     driver_version: str
+    cuda_driver: str = ""
 
 
 def _text(value: Any) -> str:
@@ -32,6 +34,8 @@ def read_gpus(nvml: Any) -> list[GpuInfo]:
         whatever NVML raises (``pynvml.NVMLError``) when a query fails.
     """
     driver = _text(nvml.nvmlSystemGetDriverVersion())
+    cuda = getattr(nvml, "nvmlSystemGetCudaDriverVersion", None)  # NVML >= 9 (driver 384)
+    cuda_driver = f"{cuda() // 1000}.{cuda() % 1000 // 10}" if cuda is not None else ""
     gpus = []
     for index in range(nvml.nvmlDeviceGetCount()):
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
@@ -44,6 +48,7 @@ def read_gpus(nvml: Any) -> list[GpuInfo]:
                 memory_total=int(memory.total),
                 memory_free=int(memory.free),
                 driver_version=driver,
+                cuda_driver=cuda_driver,
             )
         )
     return gpus

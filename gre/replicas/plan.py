@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from gre.config import ReplicasConfig
 from gre.messages import Device
-from gre.model.engines import engine_has_gpu
+from gre.model.engines import engine_has_gpu, resolve_engine_name
 from gre.replicas.gpus import GpuInfo, discover_gpus
 
 log = logging.getLogger("gre.replicas.plan")
@@ -84,16 +84,35 @@ def plan_replicas(
     return plans
 
 
-def discover_and_plan(
-    config: ReplicasConfig, engine: str
-) -> tuple[list[GpuInfo], str | None, list[ReplicaPlan]]:
-    """Find the GPUs with NVML and plan the replicas for ``engine`` on them.
+@dataclass(frozen=True)
+class Placement:
+    """Where the replicas run: the GPUs NVML found, why NVML is unusable (``None`` if it
+    works), the engine (``"auto"`` resolved for the devices) and the replicas' plans."""
 
-    Returns the GPUs, why NVML is unusable (``None`` if it works), and the plan.
+    gpus: list[GpuInfo]
+    nvml_problem: str | None
+    engine: str
+    plans: list[ReplicaPlan]
+
+
+def discover_and_plan(config: ReplicasConfig, engine: str) -> Placement:
+    """Find the GPUs with NVML, resolve ``engine`` (``"auto"``: torch when the devices
+    include a GPU, else opencv) and plan the replicas for it.
 
     Raises:
-        PlanError: as :func:`plan_replicas`.
+        PlanError: as :func:`plan_replicas`; for the torch engine on GPUs with a CPU-only
+            torch, the message says how to install one with CUDA.
     """
     gpus, nvml_problem = discover_gpus()
-    plans = plan_replicas(config, gpus, nvml_problem, engine, engine_has_gpu(engine))
-    return gpus, nvml_problem, plans
+    gpu = any(device.is_gpu for device in plan_devices(config, gpus, nvml_problem))
+    resolved = resolve_engine_name(engine, gpu)
+    try:
+        plans = plan_replicas(config, gpus, nvml_problem, resolved, engine_has_gpu(resolved))
+    except PlanError as exc:
+        if resolved != "torch":
+            raise
+        raise PlanError(
+            f"{exc}: the installed torch is CPU-only (or absent); `make setup` installs the "
+            'build for this driver (scripts/install-torch.sh), or set replicas.devices = "cpu"'
+        ) from exc
+    return Placement(gpus, nvml_problem, resolved, plans)

@@ -17,6 +17,9 @@ class StubNvml:
     def nvmlSystemGetDriverVersion(self) -> bytes:
         return b"550.54.15"
 
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        return 12040  # CUDA 12.4, as driver 550 reports
+
     def nvmlDeviceGetCount(self) -> int:
         return 2
 
@@ -38,8 +41,10 @@ def test_read_gpus_parses_what_nvml_reports() -> None:
     gpus = read_gpus(StubNvml())
     uuid = "GPU-0000000{}-aaaa-bbbb-cccc-dddddddddddd"
     assert gpus == [
-        GpuInfo(0, "NVIDIA H100 80GB HBM3", uuid.format(0), 80 << 30, 79 << 30, "550.54.15"),
-        GpuInfo(1, "NVIDIA A10G", uuid.format(1), 40 << 30, 79 << 29, "550.54.15"),
+        GpuInfo(
+            0, "NVIDIA H100 80GB HBM3", uuid.format(0), 80 << 30, 79 << 30, "550.54.15", "12.4"
+        ),
+        GpuInfo(1, "NVIDIA A10G", uuid.format(1), 40 << 30, 79 << 29, "550.54.15", "12.4"),
     ]
 
 

@@ -1,7 +1,7 @@
 """Engines: a Caffe net loaded for one device, run on ``(N, C, H, W) float32`` batches.
 
-Every engine implements :class:`Engine`. ``load_engine`` picks one by name; ``"auto"`` prefers
-pycaffe (the reference implementation) when it is importable, else OpenCV's DNN module.
+Every engine implements :class:`Engine`. ``load_engine`` picks one by name; ``"auto"`` is the
+torch engine on a GPU and opencv on the CPU (:mod:`gre.model.engines.choice` says why).
 """
 
 from __future__ import annotations
@@ -77,10 +77,13 @@ def caffe_importable() -> bool:
     return importlib.util.find_spec("caffe") is not None
 
 
-def resolve_engine_name(name: str) -> str:
-    """Map ``"auto"`` to ``"caffe"`` when pycaffe is importable, else ``"opencv"``."""
+def resolve_engine_name(name: str, gpu: bool = False) -> str:
+    """Map ``"auto"`` to the engine for the replicas' devices (``gpu``: they include a GPU):
+    ``"torch"`` on a GPU, ``"opencv"`` on the CPU; any other name is itself."""
     if name == "auto":
-        return "caffe" if caffe_importable() else "opencv"
+        from gre.model.engines.choice import auto_engine
+
+        return auto_engine(gpu)
     return name
 
 
@@ -150,9 +153,8 @@ def engine_has_gpu(name: str) -> bool:
 
         return caffe_has_cuda()
     if name == "torch":
-        if importlib.util.find_spec("torch") is None:
-            return False
-        from gre.model.engines.torch import torch_has_cuda
+        from gre.model.engines.choice import torch_build
 
-        return torch_has_cuda()
+        build = torch_build()  # read, not imported: this runs in the front end
+        return build is not None and build.cuda is not None
     return False
