@@ -165,37 +165,125 @@ def serve(
     sys.exit(status)
 
 
+def parse_features(features: str | None) -> tuple[str, ...]:
+    """``--features fc7,pool5`` as ``("fc7", "pool5")`` (``None``: none).
+
+    Raises:
+        click.BadParameter: an empty name, or a name twice.
+    """
+    if features is None:
+        return ()
+    names = tuple(name.strip() for name in features.split(","))
+    if not all(names) or len(set(names)) != len(names):
+        raise click.BadParameter(f"{features!r}: comma-separated distinct blob names")
+    return names
+
+
 @main.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument(
+    "paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
+@click.option("-r", "--recursive", is_flag=True, help="Take a directory's subfolders' images too.")
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    help="Write one row per image to FILE.jsonl, FILE.csv or FILE.parquet (- : JSON lines "
+    "on stdout); columns SampleID, labels, confidences, error, message, then one float "
+    "list per --features blob. Without it: the API's JSON on stdout.",
+)
+@click.option(
+    "--features",
+    metavar="BLOB[,BLOB...]",
+    help="Blobs to write per image, e.g. fc7,pool5 (flattened C, H, W; needs --output).",
+)
+@click.option(
+    "--top-k",
+    metavar="K",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Classes per image (default server.default_top_k, 5; 0: none, features only).",
+)
+@click.option(
+    "--batch-size",
+    metavar="N",
+    type=click.IntRange(min=1),
+    help="Largest batch (batching.max_batch_size, default 32).",
+)
 @_config_option
-@click.option("--top-k", type=int, default=None, help="Classes per image (default 5).")
 @_engine_option
 @_set_option
 @_env_file_option
 def classify(
-    images: tuple[Path, ...],
-    config_path: Path | None,
+    paths: tuple[Path, ...],
+    recursive: bool,
+    output: str | None,
+    features: str | None,
     top_k: int | None,
+    batch_size: int | None,
+    config_path: Path | None,
     engine: str | None,
     settings: tuple[str, ...],
     env_files: tuple[str, ...],
 ) -> None:
-    """Classify image files offline, in this process; prints the API's JSON.
+    """Classify image files on this machine, batched on the replica pool (every core).
 
-    One image: its JSON array. Several: an object keyed by path. Exit 1 if any failed.
+    Each PATH is an image file; a directory (its .jpg .jpeg .png .bmp .webp files, any
+    case; all levels below with --recursive); or a list, a file ending in .txt or .lst
+    with one path per line, relative to the list's folder (blank lines and # comments
+    skipped). Rows follow the input order. A file that cannot be read or decoded gets a row
+    with its error (unreadable, bad_image, ...) and the run goes on.
+
+    The replicas are the config's [replicas] (more on a CPU: --set instances_per_device=2);
+    an image not answered within batching.timeout_ms gets a deadline_exceeded row.
+
+    Without --output: one image prints its JSON array, several an object keyed by path.
+    A progress bar (images/s) shows on a terminal; a closing line on stderr gives the
+    images/s reached. Exit 0: all classified; 1: some rows have an error; 2: a usage or
+    configuration error (before any image is classified).
     """
-    from gre.offline import classify_files
+    from gre.bulk.classify import api_answers, write_rows
+    from gre.bulk.inputs import InputError, expand
+    from gre.bulk.run import BlobError, BulkError, Summary
+    from gre.bulk.writers import WriterError, output_format
+    from gre.logs import configure_logging
     from gre.service import StartupError
 
-    config = build_config(config_path, settings, env_files, engine=engine)
-    k = top_k or config.server.default_top_k
+    blobs = parse_features(features)
+    if blobs and output is None:
+        raise click.UsageError("--features needs --output (FILE.jsonl, .csv, .parquet or -)")
     try:
-        answers, failed = classify_files(config, images, k)
-    except StartupError as exc:
+        if output is not None:
+            output_format(output)
+        inputs = expand(paths, recursive)
+    except (WriterError, InputError) as exc:
         fail(str(exc))
-    output: Any = answers[str(images[0])] if len(images) == 1 else answers
-    click.echo(json.dumps(output, indent=2, ensure_ascii=False))
-    sys.exit(1 if failed else 0)
+    config = build_config(
+        config_path, settings, env_files, engine=engine, max_batch_size=batch_size
+    )
+    configure_logging("warning")  # replicas' start-up chatter stays out of the way
+    k = config.server.default_top_k if top_k is None else top_k
+    summary: Summary
+    try:
+        if output is not None:
+            summary = write_rows(config, inputs, output, k, blobs)
+        else:
+            answers, summary = api_answers(config, inputs, k)
+    except (StartupError, BlobError, WriterError) as exc:
+        fail(str(exc))
+    except BulkError as exc:
+        click.echo(f"gre: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        kept = f"; {output} holds the rows answered so far" if output not in (None, "-") else ""
+        click.echo(f"gre: error: interrupted{kept}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if output is None:
+        single = len(paths) == 1 and inputs == [str(paths[0])]
+        shown: Any = answers[inputs[0]] if single else answers
+        click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+    click.echo(summary.line(), err=True)
+    sys.exit(1 if summary.errors else 0)
 
 
 @main.command()

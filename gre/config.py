@@ -229,6 +229,7 @@ OTHER_GRE_NAMES = frozenset(
     {
         "GRE_CONFIG",  # gre's --config (gre/cli.py); also honoured in an env file
         "GRE_CAFFE_PYTHONPATH",  # scripts/install-caffe.sh: a pycaffe of one's own
+        "GRE_TORCH_SPEC",  # scripts/install-torch.sh: the torch to install instead
         "GRE_CACHE_DIR",  # scripts/build-caffe.sh, benchmarks: the build and download cache
         "GRE_SHARED",  # benchmarks/data.py: the shared test data
         "GRE_FUZZ_EXAMPLES",  # Makefile, tests: fuzzing length

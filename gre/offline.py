@@ -1,4 +1,6 @@
-"""Classify files in this process, with the same pipeline a replica runs (``gre classify``)."""
+"""Classify files without a server: :func:`build_classifier` loads the engine in this process
+(the tests' and benchmarks' "engine called directly"); :func:`classify_files` runs files
+through the replica pool (:mod:`gre.bulk`), as ``gre classify`` does."""
 
 from __future__ import annotations
 
@@ -7,12 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gre.bulk.classify import api_answers
 from gre.config import Config
-from gre.messages import Device, ItemError, Prediction
+from gre.messages import Device
 from gre.model.classifier import Classifier
 from gre.model.engines import EngineError, load_engine
-from gre.model.imaging import ImageError, check_image
-from gre.model.labels import answer
 from gre.model.loader import Model, ModelError, load_model
 from gre.service import StartupError
 
@@ -45,43 +46,14 @@ def build_classifier(config: Config, model: Model | None = None) -> Classifier:
 def classify_files(
     config: Config, paths: Sequence[Path], top_k: int
 ) -> tuple[dict[str, Any], bool]:
-    """Classify ``paths`` as one batch.
+    """Classify ``paths`` on the replica pool, batched (:func:`gre.bulk.classify.api_answers`).
 
-    Returns ``{path: [{"confidence", "label"}, ...] or {"error", "message"}}`` and whether
-    any image failed.
+    Returns ``{path: [{"confidence", "label"}, ...] or {"error", "message"}}`` in input
+    order and whether any image failed.
 
     Raises:
         StartupError: the model or engine cannot be loaded.
+        gre.bulk.run.BulkError: the replicas failed for good during the run.
     """
-    try:
-        model = load_model(config)
-    except ModelError as exc:
-        raise StartupError(str(exc)) from exc
-    classifier = build_classifier(config, model)
-    labels = model.labels
-    answers: dict[str, Any] = {}
-    readable: list[tuple[str, bytes]] = []
-    for path in paths:
-        try:
-            data = path.read_bytes()
-            check_image(data, config.server.max_pixels)
-            readable.append((str(path), data))
-        except OSError as exc:
-            answers[str(path)] = {"error": "unreadable", "message": str(exc)}
-        except ImageError as exc:
-            answers[str(path)] = {"error": exc.code, "message": str(exc)}
-    try:
-        if readable:
-            result = classifier.classify([d for _, d in readable], [top_k] * len(readable))
-            for (name, _), outcome in zip(readable, result.outcomes, strict=True):
-                answers[name] = _answer(outcome, labels)
-    finally:
-        classifier.close()
-    ordered = {str(p): answers[str(p)] for p in paths}
-    return ordered, any(isinstance(a, dict) for a in ordered.values())
-
-
-def _answer(outcome: Prediction | ItemError, labels: list[str] | None) -> Any:
-    if isinstance(outcome, ItemError):
-        return {"error": outcome.code, "message": outcome.message}
-    return answer(outcome, labels)
+    answers, summary = api_answers(config, [str(p) for p in paths], top_k)
+    return answers, summary.errors > 0

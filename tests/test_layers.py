@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "gre.service": 4,
     "gre.info": 4,
     "gre.offline": 4,
+    "gre.bulk": 4,  # gre classify's rows and pipeline: over the service, under the CLI
     "gre.zoo": 4,  # gre fetch: reads gre.model's mean files; nothing above
     "gre.http": 5,
     "gre.cli": 6,

@@ -1,0 +1,1 @@
+"""Tests of gre.bulk: gre classify's inputs, writers and pipeline."""
