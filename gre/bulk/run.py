@@ -30,6 +30,7 @@ from gre.batching.errors import DeadlineExceeded, QueueFull, ReplicaError, Shutt
 from gre.batching.queue import Pending
 from gre.config import Config
 from gre.messages import ItemError, Outcome
+from gre.model.engines import unknown_blobs_error
 from gre.model.imaging import ImageError, check_image
 from gre.service import Service
 
@@ -93,11 +94,9 @@ def check_blobs(known: Sequence[str], asked: Sequence[str]) -> None:
     Raises:
         BlobError: one of ``asked`` is not in ``known``; names the net's blobs.
     """
-    unknown = [name for name in asked if name not in known]
-    if unknown:
-        raise BlobError(
-            f"not a blob of this net: {', '.join(unknown)}; its blobs: {', '.join(known)}"
-        )
+    error = unknown_blobs_error(asked, known)
+    if error is not None:
+        raise BlobError(str(error))
 
 
 def default_window(service: Service) -> int:

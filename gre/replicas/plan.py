@@ -59,8 +59,10 @@ def plan_replicas(
     nvml_problem: str | None,
     engine: str,
     engine_has_gpu: bool,
+    devices: list[Device] | None = None,
 ) -> list[ReplicaPlan]:
-    """Place ``instances_per_device`` replicas on each device of :func:`plan_devices`.
+    """Place ``instances_per_device`` replicas on each device of :func:`plan_devices`
+    (``devices``: that list, already made by the caller).
 
     CPU replicas get ``cpu_threads`` compute threads each, or the cores shared among them.
 
@@ -68,7 +70,8 @@ def plan_replicas(
         PlanError: GPUs requested but absent, or GPUs with an engine that cannot use them
             (``engine_has_gpu`` false: the opencv wheel has no CUDA, a CPU-only pycaffe).
     """
-    devices = plan_devices(config, gpus, nvml_problem)
+    if devices is None:
+        devices = plan_devices(config, gpus, nvml_problem)
     if any(d.is_gpu for d in devices) and not engine_has_gpu:
         raise PlanError(
             f"engine {engine!r} has no GPU support in this installation, but replicas.devices "
@@ -104,10 +107,11 @@ def discover_and_plan(config: ReplicasConfig, engine: str) -> Placement:
             torch, the message says how to install one with CUDA.
     """
     gpus, nvml_problem = discover_gpus()
-    gpu = any(device.is_gpu for device in plan_devices(config, gpus, nvml_problem))
-    resolved = resolve_engine_name(engine, gpu)
+    devices = plan_devices(config, gpus, nvml_problem)  # once: it logs a fallback to the CPU
+    resolved = resolve_engine_name(engine, any(device.is_gpu for device in devices))
+    has_gpu = engine_has_gpu(resolved)
     try:
-        plans = plan_replicas(config, gpus, nvml_problem, resolved, engine_has_gpu(resolved))
+        plans = plan_replicas(config, gpus, nvml_problem, resolved, has_gpu, devices)
     except PlanError as exc:
         if resolved != "torch":
             raise
