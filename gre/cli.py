@@ -397,3 +397,9 @@ def fetch(
         click.echo(_fetched_line(fetched))
     if not is_url and directory == Path("models") and Path("config", f"{target}.toml").is_file():
         click.echo(f"serve it: gre serve --config config/{target}.toml")
+
+
+# Registered last: gre.spark.command imports parse_settings from this module, lazily.
+from gre.spark.command import spark as spark_command  # noqa: E402
+
+main.add_command(spark_command)

@@ -29,6 +29,9 @@ LAYERS: dict[str, int] = {
     "gre.bulk": 4,  # gre classify's rows and pipeline: over the service, under the CLI
     "gre.zoo": 4,  # gre fetch: reads gre.model's mean files; nothing above
     "gre.http": 5,
+    "gre.spark": 5,  # Spark's UDF and job over the classifier; `gre spark` sits with the CLI
+    "gre.spark.command": 6,
+    "gre.spark.__main__": 6,
     "gre.cli": 6,
     "gre.testing": 6,
     "gre.__main__": 6,
