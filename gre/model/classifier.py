@@ -11,14 +11,15 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from gre.messages import BatchResult, ItemError, Outcome, Prediction
-from gre.model.engines import BlobShapes, Engine, Output, unknown_blobs_error
+from gre.model.engines import BlobShapes, Engine, Output, TakesPixels, unknown_blobs_error
 from gre.model.imaging import ImageError, decode_bgr
-from gre.model.preprocess import Blob, Preprocessor
+from gre.model.preprocess import Pixels, Preprocessor
 
 log = logging.getLogger("gre.model.classifier")
 
@@ -70,19 +71,48 @@ class Classifier:
         """Decode and preprocess into one ``(M, C, H, W) float32`` batch, ``M <= len(images)``.
 
         Returns the batch of the images that decoded, and per image ``None`` (it is in the
-        batch, in order) or the :class:`ItemError` that kept it out.
+        batch, in order) or the :class:`ItemError` that kept it out. Each decode thread
+        writes its image's blob straight into the batch: no per-image float32 copies.
         """
-        results: list[Blob | ItemError] = list(self._pool.map(self._prepare_one, images))
-        blobs = [r for r in results if not isinstance(r, ItemError)]
-        batch = np.empty((len(blobs), *self.preprocessor.input_shape), dtype=np.float32)
-        for i, blob in enumerate(blobs):
-            batch[i] = blob
-        errors: list[Outcome | None] = [r if isinstance(r, ItemError) else None for r in results]
-        return batch, errors
+        batch = np.empty((len(images), *self.preprocessor.input_shape), dtype=np.float32)
+        normalization = self.preprocessor.normalization
 
-    def _prepare_one(self, image: bytes) -> Blob | ItemError:
+        def one(i: int) -> ItemError | None:
+            pixels = self._pixels_of(images[i])
+            if isinstance(pixels, ItemError):
+                return pixels
+            normalization.apply(pixels, out=batch[i])
+            return None
+
+        return self._fill(batch, list(self._pool.map(one, range(len(images)))))
+
+    def prepare_pixels(self, images: Sequence[bytes]) -> tuple[Pixels, list[Outcome | None]]:
+        """As :meth:`prepare`, but stops before the arithmetic: ``(M, C, H, W)`` crops of
+        the preprocessor's ``pixel_dtype`` (uint8 for cv2.resize: a quarter of float32's
+        bytes), for an engine that normalises on its device
+        (:class:`gre.model.engines.TakesPixels`)."""
+        pre = self.preprocessor
+        pixels = np.empty((len(images), *pre.input_shape), dtype=pre.pixel_dtype)
+
+        def one(i: int) -> ItemError | None:
+            crop = self._pixels_of(images[i], pixels[i])
+            return crop if isinstance(crop, ItemError) else None
+
+        return self._fill(pixels, list(self._pool.map(one, range(len(images)))))
+
+    @staticmethod
+    def _fill(
+        batch: npt.NDArray[Any], errors: list[ItemError | None]
+    ) -> tuple[npt.NDArray[Any], list[Outcome | None]]:
+        """``batch`` without the rows of images that failed (a copy only when one did)."""
+        kept = [i for i, error in enumerate(errors) if error is None]
+        if len(kept) < len(errors):
+            batch = batch[kept]
+        return batch, list(errors)
+
+    def _pixels_of(self, image: bytes, out: Pixels | None = None) -> Pixels | ItemError:
         try:
-            return self.preprocessor(decode_bgr(image))
+            return self.preprocessor.pixels(decode_bgr(image), out)
         except ImageError as exc:
             return ItemError(exc.code, str(exc))
         except Exception as exc:  # a decoder bug must cost this image, never its batch
@@ -117,7 +147,14 @@ class Classifier:
         wanted = [tuple(names) for names in blobs] or [()] * len(images)
         refused = [self._blob_error(names) for names in wanted]
         todo = [i for i, error in enumerate(refused) if error is None]
-        batch, prepared_outcomes = self.prepare([images[i] for i in todo])
+        # Features need the float32 input blob on the host (it is a blob too); a classify
+        # batch goes to an engine that normalises on its device as uint8 crops.
+        asks_blobs = any(wanted[i] for i in todo)
+        on_device = not asks_blobs and isinstance(self.engine, TakesPixels)
+        chosen = [images[i] for i in todo]
+        batch, prepared_outcomes = (
+            self.prepare_pixels(chosen) if on_device else self.prepare(chosen)
+        )
         outcomes: list[Outcome | None] = list(refused)
         for i, outcome in zip(todo, prepared_outcomes, strict=True):
             outcomes[i] = outcome
@@ -128,6 +165,10 @@ class Classifier:
             probabilities = np.empty((0, 0), np.float32)
         elif names:
             output, features = self.engine.forward_blobs(batch, names)
+            probabilities = softmax(output) if self.apply_softmax else output
+        elif on_device:
+            assert isinstance(self.engine, TakesPixels)
+            output = self.engine.forward_pixels(batch, self.preprocessor.normalization)
             probabilities = softmax(output) if self.apply_softmax else output
         else:
             probabilities = self.probabilities(batch)

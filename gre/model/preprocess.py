@@ -24,6 +24,9 @@ from gre.config import PreprocessConfig
 from gre.model.meanfile import load_mean
 
 Blob = npt.NDArray[np.float32]
+#: A crop before the arithmetic: ``(C, H, W)`` or ``(N, C, H, W)``, uint8 (or float32 after
+#: :func:`caffe_resize`).
+Pixels = npt.NDArray[Any]
 ResizeMethod = Literal["opencv", "caffe"]
 
 
@@ -94,8 +97,23 @@ class Preprocessor:
             resize_method=config.resize_method,
         )
 
-    def __call__(self, image: npt.NDArray[np.uint8]) -> Blob:
-        """``(H, W, 3) uint8`` BGR image -> ``(C, H, W) float32`` input blob."""
+    @property
+    def pixel_dtype(self) -> type[np.uint8] | type[np.float32]:
+        """What :meth:`pixels` gives: ``uint8`` after cv2.resize (or none), ``float32`` after
+        :func:`caffe_resize`, whose squash is not on the 0-255 integers."""
+        return np.float32 if self.resize_method == "caffe" else np.uint8
+
+    @property
+    def normalization(self) -> Normalization:
+        """The arithmetic that turns :meth:`pixels` into the input blob."""
+        return Normalization(
+            pixel_scale=self.raw_scale / 255.0, mean=self.mean, input_scale=self.input_scale
+        )
+
+    def pixels(self, image: npt.NDArray[np.uint8], out: npt.NDArray[Any] | None = None) -> Pixels:
+        """The geometric half: ``(H, W, 3) uint8`` BGR image -> ``(C, H, W)`` crop in the net's
+        channel order, of :attr:`pixel_dtype`, written into ``out`` when given (one image's
+        slot of a batch, so that decode threads fill a batch without a copy)."""
         channels, height, width = self.input_shape
         squashed: npt.NDArray[Any] = image
         if self.resize_method == "caffe":
@@ -111,19 +129,57 @@ class Preprocessor:
         left = crop_offset(self.resize[1], width)
         cropped = squashed[top : top + height, left : left + width]
         if channels == 1:
-            pixels = np.asarray(cv2.cvtColor(cropped, cv2.COLOR_BGR2GRAY))[np.newaxis]
+            chw = np.asarray(cv2.cvtColor(cropped, cv2.COLOR_BGR2GRAY))[np.newaxis]
         else:
-            pixels = cropped.transpose(2, 0, 1)
+            chw = cropped.transpose(2, 0, 1)
             if self.rgb:
-                pixels = pixels[::-1]
-        blob = pixels.astype(np.float32)
-        if self.raw_scale != 255.0:
-            blob *= np.float32(self.raw_scale / 255.0)
+                chw = chw[::-1]
+        if out is None:
+            out = np.empty(self.input_shape, dtype=self.pixel_dtype)
+        out[...] = chw
+        return out
+
+    def __call__(self, image: npt.NDArray[np.uint8]) -> Blob:
+        """``(H, W, 3) uint8`` BGR image -> ``(C, H, W) float32`` input blob."""
+        return self.normalization.apply(self.pixels(image))
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """caffe.io.Transformer.preprocess's arithmetic, after the crop: ``((pixels *
+    pixel_scale) - mean) * input_scale`` in float32, in that order (a step that changes
+    nothing is skipped, as before), so that NumPy here and torch on a device give the same
+    bits.
+
+    Attributes:
+        pixel_scale: ``raw_scale / 255`` (pixels arrive 0-255, Transformer's image 0-1).
+        mean: ``(C, 1, 1)`` or ``(C, H, W)`` float32, or ``None``.
+        input_scale: Transformer's ``input_scale``.
+    """
+
+    pixel_scale: float
+    mean: Blob | None
+    input_scale: float
+
+    def apply(self, pixels: npt.NDArray[Any], out: Blob | None = None) -> Blob:
+        """``(..., C, H, W)`` pixels (uint8 or float32) -> float32 of the same shape, into
+        ``out`` when given. One pass over the pixels for the usual nets (a mean and no
+        scales): the subtraction converts as it goes, with no float32 copy first."""
+        if out is None:
+            out = np.empty(pixels.shape, dtype=np.float32)
+        source: npt.NDArray[Any] = pixels
+        if self.pixel_scale != 1.0:
+            np.multiply(source, np.float32(self.pixel_scale), out=out)
+            source = out
         if self.mean is not None:
-            blob -= self.mean
+            np.subtract(source, self.mean, out=out)
+            source = out
         if self.input_scale != 1.0:
-            blob *= np.float32(self.input_scale)
-        return blob
+            np.multiply(source, np.float32(self.input_scale), out=out)
+            source = out
+        if source is not out:
+            out[...] = source
+        return out
 
 
 def gaussian_kernel(sigma: float, truncate: float = 4.0) -> npt.NDArray[np.float64]:

@@ -385,3 +385,37 @@ def test_the_module_frees_blobs_after_their_last_use_when_told_what_to_keep() ->
     alive = {id(ref()) for ref in tops if ref() is not None}
     assert len(tops) > 60
     assert alive == {id(kept[name]) for name in KEPT}
+
+
+@pytest.mark.parametrize("name", ["bvlc_reference_caffenet", "open_nsfw"])
+def test_uint8_crops_normalised_by_the_engine_give_the_same_bits(name: str) -> None:
+    """forward_pixels (crops to the device, mean and scales there) == forward of the blob
+    NumPy makes; and the classifier sends it the crops, not float32, for classify batches."""
+    require_torch()
+    from gre.model.classifier import Classifier
+    from gre.model.engines import TakesPixels
+
+    deploy, weights = model_files(name)
+    config = PreprocessConfig(**ZOO_MODELS.get(name, {}))
+    pre = Preprocessor.build(config, read_net_spec(deploy).input_shape)
+    images = distinct_jpegs(3)
+    pixels = np.stack([pre.pixels(decode_bgr(data)) for data in images])
+    assert pixels.dtype == np.uint8
+    engine = load_engine("torch", deploy, weights, Device.cpu(), 2, None, 1000)
+    assert isinstance(engine, TakesPixels)
+    via_pixels = engine.forward_pixels(pixels, pre.normalization)
+    np.testing.assert_array_equal(via_pixels, engine.forward(pre.normalization.apply(pixels)))
+    classifier = Classifier(engine, pre, apply_softmax=False, decode_threads=2)
+    sent: list[np.dtype[Any]] = []
+    forward_pixels = engine.forward_pixels
+
+    def spy(pixels: npt.NDArray[Any], normalization: Any) -> Array:
+        sent.append(pixels.dtype)
+        return forward_pixels(pixels, normalization)
+
+    engine.forward_pixels = spy  # type: ignore[method-assign]
+    result = classifier.classify(images, [5, 5, 5])
+    classifier.close()
+    assert sent == [np.dtype(np.uint8)]
+    expected = [tuple(np.argsort(-row, kind="stable")[:5]) for row in via_pixels]
+    assert [o.indices for o in result.outcomes] == expected  # type: ignore[union-attr]

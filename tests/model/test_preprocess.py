@@ -153,3 +153,58 @@ def test_caffe_resize_of_a_very_long_image_is_linear_time_and_agrees() -> None:
     long = caffe_resize(np.random.default_rng(6).integers(0, 256, (8, 1_000_000)), (256, 256))
     assert long.shape == (256, 256)
     assert time.perf_counter() - start < 60
+
+
+def old_arithmetic(pre: Preprocessor, pixels: np.ndarray) -> np.ndarray:
+    """caffe.io.Transformer's steps as gre ran them per image before crops went to engines
+    as uint8: a float32 copy, then each step in place."""
+    blob = pixels.astype(np.float32)
+    if pre.raw_scale != 255.0:
+        blob *= np.float32(pre.raw_scale / 255.0)
+    if pre.mean is not None:
+        blob -= pre.mean
+    if pre.input_scale != 1.0:
+        blob *= np.float32(pre.input_scale)
+    return blob
+
+
+ARITHMETIC_CASES = {
+    "pixel mean": (PreprocessConfig(), (3, 224, 224)),
+    "scales, RGB": (
+        PreprocessConfig(
+            mean=[1.0, 2.0, 3.0], raw_scale=1.0, input_scale=0.017, channel_order="RGB"
+        ),
+        (3, 227, 227),
+    ),
+    "no mean": (PreprocessConfig(mean=None, input_scale=0.5), (3, 32, 32)),
+    "nothing": (PreprocessConfig(mean=None), (3, 32, 32)),
+    "gray": (PreprocessConfig(mean=[128.0]), (1, 28, 28)),
+    "caffe resize": (PreprocessConfig(resize_method="caffe", input_scale=2.0), (3, 64, 64)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ARITHMETIC_CASES))
+def test_pixels_then_normalization_is_the_blob_bit_for_bit(case: str, cat: np.ndarray) -> None:
+    config, shape = ARITHMETIC_CASES[case]
+    pre = Preprocessor.build(config, shape)
+    pixels = pre.pixels(cat)
+    assert pixels.shape == shape
+    assert pixels.dtype == pre.pixel_dtype
+    assert pixels.dtype == (np.float32 if config.resize_method == "caffe" else np.uint8)
+    expected = old_arithmetic(pre, pixels)
+    np.testing.assert_array_equal(pre(cat), expected)
+    # Over a batch at once (the mean broadcasts over N), and into a given buffer.
+    batch = np.stack([pixels, pre.pixels(cat[::-1].copy())])
+    out = np.full(batch.shape, np.nan, np.float32)
+    assert pre.normalization.apply(batch, out=out) is out
+    np.testing.assert_array_equal(out[0], expected)
+    np.testing.assert_array_equal(out[1], old_arithmetic(pre, batch[1]))
+
+
+def test_pixels_write_into_a_batch_slot(cat: np.ndarray) -> None:
+    pre = Preprocessor.build(PreprocessConfig(), (3, 224, 224))
+    batch = np.zeros((2, 3, 224, 224), np.uint8)
+    slot = batch[1]
+    assert pre.pixels(cat, slot) is slot
+    np.testing.assert_array_equal(batch[1], pre.pixels(cat))
+    assert not batch[0].any()

@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Collection
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from gre.messages import Device
+from gre.model.preprocess import Normalization, Pixels
 
 Batch = npt.NDArray[np.float32]
 Output = npt.NDArray[np.float32]
@@ -58,6 +59,24 @@ class Engine(Protocol):
 
         Raises:
             EngineError: a name that is not a blob of the net, or the forward failed.
+        """
+        ...
+
+
+@runtime_checkable
+class TakesPixels(Protocol):
+    """An engine that takes crops before the arithmetic and does it on its own device: the
+    torch engine ships ``(N, C, H, W) uint8`` to the GPU (a quarter of float32's bytes, and no
+    float work on the replica's CPU). The classifier uses it for batches that ask for no
+    blobs."""
+
+    def forward_pixels(self, pixels: Pixels, normalization: Normalization) -> Output:
+        """``(N, C, H, W)`` crops (uint8, or float32 after caffe_resize) -> the output blob
+        ``(N, K) float32``, exactly :meth:`Engine.forward` of ``normalization.apply(pixels)``
+        (the same float32 operations in the same order).
+
+        Raises:
+            EngineError: as :meth:`Engine.forward`.
         """
         ...
 

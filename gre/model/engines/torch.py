@@ -18,6 +18,9 @@ CUDA and off on the CPU, where the same eager forward runs:
 * ``pinned_memory``: batches go through page-locked host memory (PyTorch's caching host
   allocator, so the buffers are reused) with ``non_blocking`` copies, one synchronisation
   per forward.
+* uint8 to the device (:meth:`TorchEngine.forward_pixels`): the classifier ships crops as
+  ``uint8`` (a quarter of float32's bytes over PCIe) and the mean and scales run on the
+  device, the same float32 operations in the same order as NumPy's, so the same bits.
 * ``chunked``: a batch runs as power-of-two chunks, largest first (13 = 8 + 4 + 1, as the
   opencv engine's nets), so that only the warmed shapes ever run. Default: on when CUDA
   graphs or cuDNN autotuning are; graphs need it.
@@ -46,6 +49,7 @@ from gre.model.engines import (
 )
 from gre.model.engines.opencv import power_of_two_chunks
 from gre.model.engines.torch_convert import CaffeModule, convert
+from gre.model.preprocess import Normalization, Pixels
 
 #: ``model.precision`` -> the module's dtype.
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -139,6 +143,8 @@ class TorchEngine:
             raise EngineError(f"model.output_blob {self._output!r} is not a blob of this net")
         self._graphs: dict[tuple[int, ...], _Graph] = {}
         self._graph_pool: Any = None  # torch.cuda.graph_pool_handle(), once captured
+        # The mean on the device, per mean array (the preprocessor's, so one in practice).
+        self._means: dict[int, tuple[np.ndarray[Any, Any], Tensor]] = {}
 
     def _load(self, deploy: Path, weights: Path) -> CaffeModule:
         for path in (deploy, weights):
@@ -174,6 +180,52 @@ class TorchEngine:
         if np.isnan(result).any():
             raise self._nan_error(batch)
         return result
+
+    def forward_pixels(self, pixels: Pixels, normalization: Normalization) -> Output:
+        """``(N, C, H, W)`` uint8 crops -> output blob ``(N, K) float32``: the crops go to the
+        device as they are and ``normalization`` runs there, then as :meth:`forward`.
+
+        Raises:
+            EngineError: the output has a NaN; the message names the first blob with one.
+            torch.OutOfMemoryError: the batch does not fit on the device.
+        """
+        pixels = np.ascontiguousarray(pixels)
+        if pixels.shape[0] == 0:
+            return np.empty((0, 0), dtype=np.float32)
+        with torch.inference_mode():
+            host = torch.from_numpy(pixels)
+            if self.levers.pinned_memory:
+                host = host.pin_memory()
+            on_device = host.to(self._torch_device, non_blocking=self.levers.pinned_memory)
+            x = self._normalize(on_device, normalization)
+            outputs, start = [], 0
+            for size in self.chunk_sizes(x.shape[0]):
+                outputs.append(self._run(x[start : start + size]))
+                start += size
+            result = self._to_numpy(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
+        if np.isnan(result).any():
+            raise self._nan_error(normalization.apply(pixels))
+        return result
+
+    def _normalize(self, pixels: Tensor, normalization: Normalization) -> Tensor:
+        """:meth:`Normalization.apply` in torch, on the pixels' device: float32 scalars and
+        mean, so each step rounds as NumPy's does."""
+        x = pixels.to(torch.float32)
+        if normalization.pixel_scale != 1.0:
+            x.mul_(torch.tensor(normalization.pixel_scale, dtype=torch.float32))
+        if normalization.mean is not None:
+            x.sub_(self._device_mean(normalization.mean))
+        if normalization.input_scale != 1.0:
+            x.mul_(torch.tensor(normalization.input_scale, dtype=torch.float32))
+        return x
+
+    def _device_mean(self, mean: np.ndarray[Any, Any]) -> Tensor:
+        cached = self._means.get(id(mean))
+        if cached is None or cached[0] is not mean:
+            tensor = torch.from_numpy(np.ascontiguousarray(mean, dtype=np.float32))
+            cached = (mean, tensor.to(self._torch_device))
+            self._means[id(mean)] = cached
+        return cached[1]
 
     def blob_shapes(self) -> BlobShapes:
         """Every blob of the converted net and one image's shape of it (measured by the
@@ -218,8 +270,9 @@ class TorchEngine:
         return power_of_two_chunks(n) if self.levers.chunked else [n]
 
     def _run(self, host: Tensor) -> Tensor:
-        """One chunk, ``(n, C, H, W)`` float32 on the host -> ``(n, K)`` float32 on the
-        device (a graph's static output when graphs are on: read it before the next replay)."""
+        """One chunk, ``(n, C, H, W)`` float32 on the host or the device -> ``(n, K)`` float32
+        on the device (a graph's static output when graphs are on: read it before the next
+        replay)."""
         if self.levers.cuda_graphs:
             graph = self._graphs.get(tuple(host.shape)) or self._capture(tuple(host.shape))
             graph.static_in.copy_(host, non_blocking=self.levers.pinned_memory)
