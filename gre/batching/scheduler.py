@@ -159,15 +159,23 @@ class Scheduler:
         Raises:
             DeadlineExceeded: the deadline passed (a queued request is then never dispatched).
             ReplicaError, ShuttingDown: as resolved by the dispatch loop.
+            asyncio.CancelledError: :meth:`cancel` dropped it (its client went away).
         """
-        remaining = item.deadline - asyncio.get_running_loop().time()
+        # One timer on the loop rather than wait_for + shield: two tasks fewer per request.
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(item.deadline, self._expire, item)
         try:
-            completed: Completed = await asyncio.wait_for(asyncio.shield(item.future), remaining)
-        except TimeoutError:
-            where = "in a batch" if item.state is RequestState.RUNNING else "while queued"
-            self.cancel(item)
-            raise DeadlineExceeded(f"deadline passed {where}") from None
+            completed: Completed = await item.future
+        finally:
+            timer.cancel()
         return completed
+
+    def _expire(self, item: Pending) -> None:
+        """``item``'s deadline passed before its answer: fail it, and drop it if queued."""
+        if not item.future.done():
+            where = "in a batch" if item.state is RequestState.RUNNING else "while queued"
+            self.queue.discard(item)
+            item.future.set_exception(DeadlineExceeded(f"deadline passed {where}"))
 
     def cancel(self, item: Pending) -> None:
         """Drop ``item`` (its client went away or its deadline passed)."""

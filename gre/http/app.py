@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,9 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gre.batching.errors import DeadlineExceeded, QueueFull, ReplicaError, ShuttingDown
-from gre.batching.queue import Pending
 from gre.batching.scheduler import Completed
 from gre.http.admin import admin_reload
+from gre.http.classify_route import ClassifyRoute, GreApp
 from gre.http.errors import (
     ApiError,
     ErrorCode,
@@ -34,23 +33,21 @@ from gre.http.errors import (
 from gre.http.inference_protocol import inference_protocol_routes
 from gre.http.openapi import openapi_document
 from gre.http.request_parts import (
+    ClientGone,
     access_log,
     account,
     parse_timeout,
     read_body,
     refusal,
     request_id_of,
+    server_timing,
+    top_k_of,
+    wait_for_answer,
 )
 from gre.http.ui import ui_routes
 from gre.messages import ItemError
 from gre.model.imaging import ImageError, check_image
 from gre.service import Service
-
-_DECIMAL = re.compile(r"[0-9]{1,9}")
-
-
-class ClientGone(Exception):
-    """The client disconnected while its request waited."""
 
 
 def parse_top_k(request: Request, service: Service) -> int:
@@ -59,19 +56,7 @@ def parse_top_k(request: Request, service: Service) -> int:
     Raises:
         ApiError: 422 when it is not an integer in range.
     """
-    raw = request.query_params.get("top_k")
-    classes = service.num_classes
-    if raw is None:
-        default = service.config.server.default_top_k
-        return min(default, classes) if classes else default
-    # int() alone would also take "+2", " 2", "1_0" and non-ASCII digits.
-    if not _DECIMAL.fullmatch(raw):
-        raise ApiError(ErrorCode.BAD_TOP_K, f"top_k must be an integer, got {raw!r}")
-    top_k = int(raw)
-    if top_k < 1 or (classes is not None and top_k > classes):
-        limit = f"1..{classes}" if classes else ">= 1"
-        raise ApiError(ErrorCode.BAD_TOP_K, f"top_k must be in {limit}, got {top_k}")
-    return top_k
+    return top_k_of(request.query_params.get("top_k"), service)
 
 
 def parse_blobs(request: Request, service: Service) -> tuple[str, ...]:
@@ -94,54 +79,10 @@ def parse_blobs(request: Request, service: Service) -> tuple[str, ...]:
     raise ApiError(ErrorCode.BAD_BLOB, f"{what}; its blobs: {', '.join(known)}")
 
 
-async def wait_for_answer(request: Request, service: Service, pending: Pending) -> Completed:
-    """Wait for the request's answer, dropping it from the queue if the client disconnects.
-
-    Raises:
-        ClientGone: the client disconnected first.
-        DeadlineExceeded, ReplicaError, ShuttingDown: from the scheduler.
-    """
-    answer = asyncio.ensure_future(service.result(pending))
-    disconnect = asyncio.ensure_future(request.receive())
-    try:
-        while True:
-            await asyncio.wait({answer, disconnect}, return_when=asyncio.FIRST_COMPLETED)
-            if answer.done():
-                return answer.result()
-            if disconnect.result()["type"] == "http.disconnect":
-                service.cancel(pending)
-                raise ClientGone
-            disconnect = asyncio.ensure_future(request.receive())
-    finally:
-        disconnect.cancel()
-        if not answer.done():
-            answer.cancel()
-
-
-def server_timing(completed: Completed) -> str:
-    """The ``Server-Timing`` header: queue, preprocess and inference durations in ms."""
-    return (
-        f"queue;dur={completed.queue_ms:.3f}, preprocess;dur={completed.preprocess_ms:.3f}, "
-        f"inference;dur={completed.inference_ms:.3f}"
-    )
-
-
 #: What an image endpoint asks of a request: ``(top_k, blobs)``.
 Ask = Callable[[Request, Service], tuple[int, tuple[str, ...]]]
 #: What an image endpoint answers for a completed request (JSON-encodable).
 Reply = Callable[[Service, Completed], Any]
-
-
-async def classify(request: Request) -> Response:
-    """``POST /api/classify``: the body is one encoded image; answers its top-k classes.
-
-    Every answer carries ``X-Request-Id`` (the client's, or a new one), counts in the
-    metrics, and is logged as one JSON line (errors always, with their reason). An unexpected
-    exception is answered 500 ``internal`` and logged with its traceback.
-    """
-    return await serve_image(
-        request, lambda r, s: (parse_top_k(r, s), ()), lambda s, c: s.answer(c)
-    )
 
 
 async def features(request: Request) -> Response:
@@ -204,7 +145,7 @@ async def _serve_image(
         raise ApiError(ErrorCode(exc.code), str(exc)) from None
     try:
         pending = service.submit(admission, body, top_k, blobs)
-        completed = await wait_for_answer(request, service, pending)
+        completed = await wait_for_answer(request.scope, request.receive, service, pending)
     except (QueueFull, ShuttingDown, ReplicaError, DeadlineExceeded) as exc:
         raise refusal(exc) from None
     except ClientGone:
@@ -261,7 +202,7 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document(service.num_classes, service.blob_names))
 
 
-def create_app(service: Service, start_replicas: bool = True) -> Starlette:
+def create_app(service: Service, start_replicas: bool = True) -> GreApp:
     """The Starlette application for ``service``.
 
     With ``start_replicas``, the lifespan starts the replicas in the background (so
@@ -285,12 +226,13 @@ def create_app(service: Service, start_replicas: bool = True) -> Starlette:
         if service.config.server.admin_reload
         else []
     )
-    app = Starlette(
+    classify = ClassifyRoute(service)
+    app = GreApp(
         routes=[
             *ui_routes(service),
             *inference_protocol_routes(service),
             *admin,
-            Route("/api/classify", classify, methods=["POST"]),
+            Route("/api/classify", classify, methods=["POST"]),  # GreApp's shortcut too
             Route("/api/features", features, methods=["POST"]),
             Route("/api/model", model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
@@ -306,4 +248,5 @@ def create_app(service: Service, start_replicas: bool = True) -> Starlette:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.classify_route = classify
     return app

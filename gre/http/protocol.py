@@ -47,7 +47,7 @@ import asyncio
 import http
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -58,6 +58,30 @@ from gre.http.errors import ErrorCode, error_body, error_response, new_request_i
 
 def _ignore(reason: str) -> None:
     return None
+
+
+#: The scope extension under which each request's :class:`LostConnection` is found.
+LOST_CONNECTION = "gre.lost_connection"
+
+
+class LostConnection:
+    """Tells a request's handler that its connection was lost, by a callback, so that a
+    handler waiting for its answer needs no ``receive()`` task per request to watch for
+    ``http.disconnect`` (found in ``scope["extensions"][LOST_CONNECTION]``)."""
+
+    __slots__ = ("callback", "lost")
+
+    def __init__(self) -> None:
+        self.lost = False
+        #: Called once, from the event loop, when the connection is lost; ``None``: nobody.
+        self.callback: Callable[[], None] | None = None
+
+    def fire(self) -> None:
+        """The connection is gone: call the callback (once)."""
+        self.lost = True
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback()
 
 
 @dataclass(frozen=True)
@@ -115,6 +139,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         for cycle in list(self._ledger):
             self._release(cycle)
         super().connection_lost(exc)
+        cycle = self.cycle
+        if cycle is not None and cycle.disconnected:  # its answer was not complete
+            watch = cycle.scope.get("extensions", {}).get(LOST_CONNECTION)
+            if isinstance(watch, LostConnection):
+                watch.fire()
 
     def data_received(self, data: bytes) -> None:
         if self._deaf:
@@ -164,8 +193,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         previous = self.cycle
         super().on_headers_complete()
-        if declared and self.cycle is not previous:  # not an upgrade: a new request
-            self._hold(declared)
+        if self.cycle is not previous:  # not an upgrade: a new request
+            extensions: dict[str, Any] = self.cycle.scope.setdefault("extensions", {})
+            extensions[LOST_CONNECTION] = LostConnection()
+            if declared:
+                self._hold(declared)
 
     def on_body(self, body: bytes) -> None:
         if self._deaf:

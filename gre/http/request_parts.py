@@ -6,14 +6,19 @@ answer is counted and logged."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Receive, Scope
 
 from gre.batching.errors import DeadlineExceeded, QueueFull, ReplicaError, ShuttingDown
+from gre.batching.queue import Pending
+from gre.batching.scheduler import Completed
 from gre.http.errors import ApiError, ErrorCode, new_request_id
+from gre.http.protocol import LOST_CONNECTION, LostConnection
 from gre.service import Service
 
 access_log = logging.getLogger("gre.access")
@@ -21,6 +26,89 @@ access_log = logging.getLogger("gre.access")
 #: A client's X-Request-Id kept as sent: 1-128 visible ASCII characters, as proxies accept.
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _MILLISECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
+_DECIMAL = re.compile(r"[0-9]{1,9}")
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request waited."""
+
+
+def top_k_of(raw: str | None, service: Service) -> int:
+    """The ``top_k`` query parameter's value as sent (``None``: absent) -> 1..classes
+    (default ``server.default_top_k``).
+
+    Raises:
+        ApiError: 422 ``bad_top_k`` when it is not an integer in range.
+    """
+    classes = service.num_classes
+    if raw is None:
+        default = service.config.server.default_top_k
+        return min(default, classes) if classes else default
+    # int() alone would also take "+2", " 2", "1_0" and non-ASCII digits.
+    if not _DECIMAL.fullmatch(raw):
+        raise ApiError(ErrorCode.BAD_TOP_K, f"top_k must be an integer, got {raw!r}")
+    top_k = int(raw)
+    if top_k < 1 or (classes is not None and top_k > classes):
+        limit = f"1..{classes}" if classes else ">= 1"
+        raise ApiError(ErrorCode.BAD_TOP_K, f"top_k must be in {limit}, got {top_k}")
+    return top_k
+
+
+async def wait_for_answer(
+    scope: Scope, receive: Receive, service: Service, pending: Pending
+) -> Completed:
+    """Wait for the request's answer, dropping it from the queue if the client disconnects.
+
+    On gre's own connections (:class:`gre.http.protocol.LostConnection` in the scope) the
+    protocol says when the client leaves; elsewhere (a test client) a ``receive()`` waits
+    for ``http.disconnect`` beside the answer.
+
+    Raises:
+        ClientGone: the client disconnected first.
+        DeadlineExceeded, ReplicaError, ShuttingDown: from the scheduler.
+    """
+    watch = scope.get("extensions", {}).get(LOST_CONNECTION)
+    if not isinstance(watch, LostConnection):
+        return await _wait_watching_receive(receive, service, pending)
+    if watch.lost:
+        service.cancel(pending)
+        raise ClientGone
+    watch.callback = lambda: service.cancel(pending)
+    try:
+        return await service.result(pending)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if watch.lost and (task is None or not task.cancelling()):
+            raise ClientGone from None  # cancelled by the callback, not this task
+        raise
+    finally:
+        watch.callback = None
+
+
+async def _wait_watching_receive(receive: Receive, service: Service, pending: Pending) -> Completed:
+    answer = asyncio.ensure_future(service.result(pending))
+    disconnect = asyncio.ensure_future(receive())
+    try:
+        while True:
+            await asyncio.wait({answer, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+            if answer.done():
+                return answer.result()
+            if disconnect.result()["type"] == "http.disconnect":
+                service.cancel(pending)
+                raise ClientGone
+            disconnect = asyncio.ensure_future(receive())
+    finally:
+        disconnect.cancel()
+        if not answer.done():
+            answer.cancel()
+
+
+def server_timing(completed: Completed) -> str:
+    """The ``Server-Timing`` header: queue, preprocess and inference durations in ms."""
+    return (
+        f"queue;dur={completed.queue_ms:.3f}, preprocess;dur={completed.preprocess_ms:.3f}, "
+        f"inference;dur={completed.inference_ms:.3f}"
+    )
 
 
 def request_id_of(sent: str | None) -> tuple[str, dict[str, Any]]:
@@ -42,7 +130,11 @@ def parse_timeout(request: Request) -> float | None:
     Raises:
         ApiError: 400 when it is not a positive number.
     """
-    raw = request.headers.get("x-request-timeout-ms")
+    return timeout_of(request.headers.get("x-request-timeout-ms"))
+
+
+def timeout_of(raw: str | None) -> float | None:
+    """:func:`parse_timeout` of the header's value as sent (``None``: absent), ms."""
     if raw is None:
         return None
     # float() alone would also take "1_000", "inf", "nan" and "1e999".

@@ -246,3 +246,25 @@ def test_a_128_character_request_id_is_kept(cat: bytes) -> None:
     with serving() as (client, _, _replica):
         response = client.post("/api/classify", content=cat, headers={"X-Request-Id": sent})
     assert response.headers["x-request-id"] == sent
+
+
+def test_the_classify_shortcut_and_starlettes_router_answer_alike(cat: bytes) -> None:
+    """GreApp hands POST /api/classify to its ClassifyRoute before Starlette's middleware;
+    the router holds the same route, which answers other methods 405 and the query's top_k
+    as Starlette reads it (the last one)."""
+    with serving() as (client, _, replica):
+        app = client.app
+        route = app.classify_route  # type: ignore[attr-defined]
+        assert any(getattr(r, "endpoint", None) is route for r in app.routes)  # type: ignore[attr-defined]
+        fast = client.post("/api/classify?top_k=2&top_k=1", content=cat)
+        assert fast.json() == [{"confidence": 0.75, "label": "sfw"}]
+        assert fast.headers["content-type"] == "application/json"
+        assert int(fast.headers["content-length"]) == len(fast.content)
+        app.classify_route = None  # type: ignore[attr-defined]  # through the router instead
+        routed = client.post("/api/classify?top_k=2&top_k=1", content=cat)
+        assert routed.json() == fast.json()
+        assert set(routed.headers) == set(fast.headers)
+        app.classify_route = route  # type: ignore[attr-defined]
+        wrong = client.get("/api/classify")
+        assert (wrong.status_code, wrong.json()["error"]) == (405, "method_not_allowed")
+        assert replica.batches == [[cat], [cat]]

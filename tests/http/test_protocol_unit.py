@@ -24,7 +24,13 @@ from uvicorn.server import ServerState
 
 import gre.http.protocol
 from gre.http.budget import BodyBudget
-from gre.http.protocol import LimitedHttpProtocol, Limits, limited_protocol
+from gre.http.protocol import (
+    LOST_CONNECTION,
+    LimitedHttpProtocol,
+    Limits,
+    LostConnection,
+    limited_protocol,
+)
 
 HEAD_TIMEOUT_S = 0.001
 BODY_TIMEOUT_S = 0.002  # apart from the head's, so a test can tell the two timers apart
@@ -142,12 +148,14 @@ class App:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.paths: list[str] = []  # of every request it was called for
+        self.scopes: list[Scope] = []  # and its scope
         self.receiving = asyncio.Event()  # set while it awaits receive()
         self.holding = asyncio.Event()  # set while a /hold request waits for the gate
         self.gate: asyncio.Queue[None] = asyncio.Queue()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.paths.append(scope["path"])
+        self.scopes.append(scope)
         if scope["path"] == "/early":
             await answer(send, 422, b"no")
             return
@@ -763,3 +771,46 @@ async def test_queued_pipelined_request_is_not_cut_off() -> None:
     await server.loop.finish()
     assert transport.buffer == OK + OK
     assert server.limits.budget.held == 0
+
+
+def lost_connection(scope: Scope) -> LostConnection:
+    watch = scope["extensions"][LOST_CONNECTION]
+    assert isinstance(watch, LostConnection)
+    return watch
+
+
+async def test_a_request_waiting_for_its_answer_is_told_when_its_connection_is_lost() -> None:
+    """gre's classify route waits with no receive() task: the protocol calls it back."""
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(post(4, b"abcd", path="/hold"))
+    await server.app.holding.wait()  # its body is whole, its answer pending
+    watch = lost_connection(server.app.scopes[0])
+    calls: list[str] = []
+    watch.callback = lambda: calls.append("lost")
+    assert not watch.lost
+    protocol.connection_lost(None)
+    assert (watch.lost, calls) == (True, ["lost"])
+    assert watch.callback is None
+    watch.fire()  # once only
+    assert calls == ["lost"]
+    server.app.gate.put_nowait(None)
+    await server.loop.finish()
+    assert transport.buffer == b""  # its answer was dropped: nobody listens
+
+
+async def test_each_request_has_its_own_watch_and_an_answered_one_is_not_told() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(post(2, b"ab") + post(2, b"cd"))  # kept alive, pipelined
+    await server.loop.finish()
+    while len(server.app.scopes) < 2:
+        await asyncio.sleep(0)
+    await server.loop.finish()
+    assert transport.buffer == OK + OK
+    first, second = (lost_connection(scope) for scope in server.app.scopes)
+    assert first is not second
+    calls: list[str] = []
+    second.callback = lambda: calls.append("lost")
+    protocol.connection_lost(None)  # after both answers: nothing was lost
+    assert (second.lost, calls) == (False, [])
