@@ -118,8 +118,9 @@ class ReplicasConfig(_Section):
     instances_per_device: int = Field(default=1, ge=1, le=64)
     #: Compute threads per CPU replica; 0 = the machine's cores divided among CPU replicas.
     cpu_threads: int = Field(default=0, ge=0)
-    #: Threads per replica that decode and preprocess images.
-    decode_threads: int = Field(default=2, ge=1)
+    #: Threads per replica that decode and preprocess images; 0 = the machine's cores
+    #: divided among all replicas (a GPU replica's CPU work is decoding: give it the cores).
+    decode_threads: int = Field(default=0, ge=0)
     #: A replica that takes longer over one batch is killed and restarted, ms.
     replica_timeout_ms: float = Field(default=30_000.0, gt=0)
     #: How long a replica may take to load its net and warm up, s.

@@ -241,7 +241,7 @@ class Service:
             num_classes=len(model.labels or ()) or 1000,
             device=plan.device,
             threads=plan.threads,
-            decode_threads=config.replicas.decode_threads,
+            decode_threads=plan.decode_threads,
             input_shape=model.net.input_shape,
             preprocess=config.preprocess.model_dump(),
             max_batch_size=config.batching.max_batch_size,

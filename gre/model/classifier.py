@@ -8,6 +8,7 @@ the same code.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +46,8 @@ class Classifier:
         engine: a loaded :class:`gre.model.engines.Engine`.
         preprocessor: image -> input blob for this net.
         apply_softmax: turn the output blob (logits) into probabilities.
-        decode_threads: threads that decode and preprocess (cv2 releases the GIL).
+        decode_threads: threads that decode and preprocess (cv2 releases the GIL); 0: one
+            per core (``os.cpu_count()``), for a classifier alone in its process.
     """
 
     def __init__(
@@ -58,7 +60,8 @@ class Classifier:
         self.engine = engine
         self.preprocessor = preprocessor
         self.apply_softmax = apply_softmax
-        self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="gre-decode")
+        threads = decode_threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="gre-decode")
         self._blob_shapes: BlobShapes | None = None
 
     def close(self) -> None:

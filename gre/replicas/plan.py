@@ -20,11 +20,13 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class ReplicaPlan:
-    """Replica ``index`` on ``device`` with ``threads`` compute threads (CPU replicas)."""
+    """Replica ``index`` on ``device`` with ``threads`` compute threads (CPU replicas; 0 on a
+    GPU) and ``decode_threads`` threads that decode and preprocess its images."""
 
     index: int
     device: Device
     threads: int
+    decode_threads: int = 1
 
 
 def plan_devices(
@@ -64,7 +66,10 @@ def plan_replicas(
     """Place ``instances_per_device`` replicas on each device of :func:`plan_devices`
     (``devices``: that list, already made by the caller).
 
-    CPU replicas get ``cpu_threads`` compute threads each, or the cores shared among them.
+    CPU replicas get ``cpu_threads`` compute threads each, or the cores shared among them;
+    every replica gets ``decode_threads`` decode threads, or the cores shared among all
+    replicas (at least 1): the decode threads of a CPU replica take turns with its forward,
+    and a GPU replica's only CPU work is decoding.
 
     Raises:
         PlanError: GPUs requested but absent, or GPUs with an engine that cannot use them
@@ -80,10 +85,13 @@ def plan_replicas(
     cpu_replicas = sum(config.instances_per_device for d in devices if not d.is_gpu)
     cores = os.cpu_count() or 1
     threads = config.cpu_threads or max(1, cores // max(1, cpu_replicas))
+    replicas = config.instances_per_device * len(devices)
+    decode = config.decode_threads or max(1, cores // max(1, replicas))
     plans: list[ReplicaPlan] = []
     for device in devices:
         for _ in range(config.instances_per_device):
-            plans.append(ReplicaPlan(len(plans), device, 0 if device.is_gpu else threads))
+            compute = 0 if device.is_gpu else threads
+            plans.append(ReplicaPlan(len(plans), device, compute, decode))
     return plans
 
 

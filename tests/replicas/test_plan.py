@@ -46,3 +46,20 @@ def test_cpu_entries_are_devices_of_their_own_sharing_the_cores() -> None:
     assert all(p.threads >= 1 for p in plans)
     explicit = plan_replicas(ReplicasConfig(cpu_threads=3), [], None, "opencv", False)
     assert explicit[0].threads == 3
+
+
+def test_decode_threads_default_to_the_cores_shared_among_all_replicas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 16-core box with 2 GPUs, 2 replicas each: 4 decode threads per replica."""
+    monkeypatch.setattr("gre.replicas.plan.os.cpu_count", lambda: 16)
+    config = ReplicasConfig(devices="all", instances_per_device=2)
+    plans = plan_replicas(config, GPUS[:2], None, "torch", True)
+    assert [(p.threads, p.decode_threads) for p in plans] == [(0, 4)] * 4
+    cpu = plan_replicas(ReplicasConfig(devices="cpu"), [], None, "opencv", False)
+    assert [(p.threads, p.decode_threads) for p in cpu] == [(16, 16)]
+    tiny = plan_replicas(ReplicasConfig(devices="all", instances_per_device=64), GPUS, None,
+                         "torch", True)  # fmt: skip
+    assert {p.decode_threads for p in tiny} == {1}  # never 0
+    fixed = plan_replicas(ReplicasConfig(decode_threads=3), GPUS[:1], None, "torch", True)
+    assert [p.decode_threads for p in fixed] == [3]
