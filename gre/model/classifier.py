@@ -7,10 +7,11 @@ the same code.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,8 +36,19 @@ def softmax(logits: Output) -> Output:
 
 def top_k(row: npt.NDArray[np.float32], k: int) -> Prediction:
     """The ``k`` largest of a ``(K,)`` row, largest first; ties keep the lower index first."""
-    order = np.argsort(-row, kind="stable")[:k]
-    return Prediction(tuple(int(i) for i in order), tuple(float(row[i]) for i in order))
+    return top_k_rows(row[np.newaxis], [k])[0]
+
+
+def top_k_rows(rows: npt.NDArray[np.float32], ks: Sequence[int]) -> list[Prediction]:
+    """:func:`top_k` of each row of ``(N, K)`` with its own ``ks[i]``: one stable sort of the
+    batch and one conversion to Python numbers, not one per image."""
+    if not len(rows):
+        return []
+    widest = max(ks)
+    order = np.argsort(-rows, axis=1, kind="stable")[:, :widest]
+    values = np.take_along_axis(rows, order, axis=1)
+    indices, confidences = order.tolist(), values.tolist()
+    return [Prediction(tuple(indices[i][:k]), tuple(confidences[i][:k])) for i, k in enumerate(ks)]
 
 
 class Classifier:
@@ -60,8 +72,9 @@ class Classifier:
         self.engine = engine
         self.preprocessor = preprocessor
         self.apply_softmax = apply_softmax
-        threads = decode_threads or os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="gre-decode")
+        self._threads = decode_threads or os.cpu_count() or 1
+        # The calling thread decodes too: the pool holds the other threads.
+        self._pool = ThreadPoolExecutor(max(1, self._threads - 1), thread_name_prefix="gre-decode")
         self._blob_shapes: BlobShapes | None = None
 
     def close(self) -> None:
@@ -87,7 +100,7 @@ class Classifier:
             normalization.apply(pixels, out=batch[i])
             return None
 
-        return self._fill(batch, list(self._pool.map(one, range(len(images)))))
+        return self._fill(batch, self._each(len(images), one))
 
     def prepare_pixels(self, images: Sequence[bytes]) -> tuple[Pixels, list[Outcome | None]]:
         """As :meth:`prepare`, but stops before the arithmetic: ``(M, C, H, W)`` crops of
@@ -101,7 +114,24 @@ class Classifier:
             crop = self._pixels_of(images[i], pixels[i])
             return crop if isinstance(crop, ItemError) else None
 
-        return self._fill(pixels, list(self._pool.map(one, range(len(images)))))
+        return self._fill(pixels, self._each(len(images), one))
+
+    def _each(self, count: int, one: Callable[[int], ItemError | None]) -> list[ItemError | None]:
+        """``one(i)`` for every image ``i < count``, on the decode threads and this one: each
+        takes the next image as it finishes one (big images do not hold up a fixed share),
+        so a batch costs one hand-off per thread, not one future per image."""
+        results: list[ItemError | None] = [None] * count
+        tickets = itertools.count()  # next() is atomic under the GIL
+
+        def work() -> None:
+            while (i := next(tickets)) < count:
+                results[i] = one(i)
+
+        helpers = [self._pool.submit(work) for _ in range(min(self._threads, count) - 1)]
+        work()
+        for helper in helpers:
+            helper.result()
+        return results
 
     @staticmethod
     def _fill(
@@ -178,11 +208,13 @@ class Classifier:
         done = time.perf_counter()
         filled: list[Outcome] = []
         row = 0
-        for outcome, k, asked in zip(outcomes, top_ks, wanted, strict=True):
+        ks = [k for outcome, k in zip(outcomes, top_ks, strict=True) if outcome is None]
+        predictions = top_k_rows(probabilities, ks) if len(batch) else []
+        for outcome, asked in zip(outcomes, wanted, strict=True):
             if outcome is not None:
                 filled.append(outcome)
                 continue
-            prediction = top_k(probabilities[row], k)
+            prediction = predictions[row]
             if asked:
                 mine = {name: features[name][row] for name in asked}
                 prediction = Prediction(prediction.indices, prediction.confidences, mine)

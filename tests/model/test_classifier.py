@@ -4,7 +4,7 @@ import pytest
 
 from gre.config import PreprocessConfig
 from gre.messages import Device, ItemError, Prediction
-from gre.model.classifier import Classifier
+from gre.model.classifier import Classifier, top_k, top_k_rows
 from gre.model.engines.null import NullEngine
 from gre.model.imaging import decode_bgr
 from gre.model.preprocess import Pixels, Preprocessor
@@ -59,3 +59,34 @@ def test_prepare_fills_the_batch_of_the_images_that_decode(
     assert batch.dtype == (np.uint8 if method == "prepare_pixels" else np.float32)
     np.testing.assert_array_equal(batch, expected)
     classifier.close()
+
+
+def test_top_k_rows_sorts_the_batch_once_as_top_k_sorts_each_row() -> None:
+    rng = np.random.default_rng(7)
+    rows = rng.random((5, 1000), dtype=np.float32)
+    rows[2] = 0.0  # all tied: the lowest indices first
+    rows[3, [10, 20, 30]] = 1.0  # a tie at the top
+    ks = [5, 1, 3, 2, 1000]
+    got = top_k_rows(rows, ks)
+    assert got[2] == Prediction((0, 1, 2), (0.0, 0.0, 0.0))
+    assert got[3].indices == (10, 20)
+    for row, k, prediction in zip(rows, ks, got, strict=True):
+        order = np.argsort(-row, kind="stable")[:k]
+        assert prediction == Prediction(tuple(map(int, order)), tuple(map(float, row[order])))
+        assert prediction == top_k(row, k)
+    assert top_k_rows(np.empty((0, 3), np.float32), []) == []
+
+
+def test_a_batch_decoded_across_threads_keeps_each_image_in_its_place() -> None:
+    """The calling thread and the pool take images as they finish; results keep their place."""
+    pre = Preprocessor.build(PreprocessConfig(), (3, 224, 224))
+    classifier = Classifier(NullEngine(2, Device.cpu()), pre, False, decode_threads=3)
+    images = [
+        cv2.imencode(".png", shared_image("images/cat.jpg")[: 20 + i, : 30 + i])[1].tobytes()
+        for i in range(9)
+    ]
+    batch, errors = classifier.prepare_pixels(images)
+    classifier.close()
+    assert errors == [None] * 9
+    for data, row in zip(images, batch, strict=True):
+        np.testing.assert_array_equal(row, pre.pixels(decode_bgr(data)))
