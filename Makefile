@@ -82,9 +82,9 @@ fuzz: setup
 	GRE_FUZZ_EXAMPLES=$(DECODE_EXAMPLES) $(VENV)/bin/pytest tests/model/test_fuzz_decode.py -x \
 		--hypothesis-show-statistics
 
-# The load test's peers (benchmarks/peers): BentoML and Ray Serve get venvs of their own in
-# ~/.cache/gre/peers (about 1 GB, 1-2 minutes the first time); `make test` tests only the naive
-# peer, this target all three (about 2 minutes).
+# The load test's peers (benchmarks/peers): BentoML, Ray Serve and Triton get venvs of their own in
+# ~/.cache/gre/peers (about 1.6 GB, 2-3 minutes the first time); `make test` tests only the naive
+# peer, this target all four (about 3 minutes).
 peers-setup: setup
 	$(PY) -m benchmarks.peers setup all
 

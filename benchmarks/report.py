@@ -74,6 +74,21 @@ def errors_text(step: StepResult | None) -> str:
 
 #: The analysis of a comparison, written by whoever ran it, beside its data.
 ANALYSIS_FILE = "analysis.md"
+TRITON = "triton"
+#: What a reader must know beside a peer's figures (the report's "About the peers" section).
+PEER_NOTES: dict[str, str] = {
+    TRITON: (
+        "`triton` is NVIDIA Triton (the `tritonserver` that nvidia-pytriton bundles, on the "
+        "CPU) with gre's pipeline as its PyTriton Python model, one instance, behind Triton's "
+        "dynamic batcher (`max_batch_size` 32, `max_queue_delay_microseconds` 0, as gre's "
+        "defaults). Triton speaks KServe v2, not gre's API, so the load reaches it through a "
+        "thin Starlette + Uvicorn front in the same process that checks each image as gre does "
+        "and forwards it to Triton's HTTP endpoint (benchmarks/peers/triton/server.py). Its "
+        "figures include that extra local round trip, which a client speaking KServe v2 to "
+        "Triton would not pay: where gre is behind Triton here, it is behind Triton alone by at "
+        "least as much; where gre is ahead, by less than shown."
+    ),
+}
 
 
 class Report:
@@ -307,9 +322,43 @@ class Report:
         return [
             *lines,
             *found,
+            *self.behind_triton(found),
             "",
             "Why: see [Analysis](#analysis).",
         ]
+
+    def behind_triton(self, found: Sequence[str]) -> list[str]:
+        """Where gre is behind Triton, what these figures say of why: the batches each formed
+        at saturation and each service's own cost (the null engine). Only figures measured in
+        this comparison; nothing when gre is not behind Triton."""
+        if TRITON not in self.peers or not any(f" vs {TRITON}:" in line for line in found):
+            return []
+        gre_sat, tri_sat = self.saturation(GRE), self.saturation(TRITON)
+        lines = ["", f"Against {TRITON}, from these figures:", ""]
+        gre_batch, tri_batch = value(gre_sat, "mean_batch_size"), value(tri_sat, "mean_batch_size")
+        if gre_sat and tri_sat and gre_batch is not None and tri_batch is not None:
+            more = "larger" if tri_batch > gre_batch else "no larger"
+            lines.append(
+                f"- Batching: at their best steps Triton's batcher formed {more} batches than "
+                f"gre's scheduler: mean {fmt(tri_batch)} images per forward at concurrency "
+                f"{tri_sat.load:g}, gre {fmt(gre_batch)} at {gre_sat.load:g}."
+            )
+        gre_null = value(self.saturation(GRE, "null"), "throughput")
+        tri_null = value(self.saturation(TRITON, "null"), "throughput")
+        if gre_null is not None and tri_null is not None:
+            lower = "Triton's" if tri_null > gre_null else "gre's"
+            lines.append(
+                f"- Overhead: {lower} own cost per request is the lower (null engine: gre "
+                f"{fmt(gre_null)} req/s, Triton {fmt(tri_null)} req/s at saturation), with the "
+                "front's round trip counted in Triton's."
+            )
+        if len(lines) == 3:
+            lines.append("- Neither batch sizes nor null-engine figures were measured for both.")
+        return lines
+
+    def notes_section(self) -> list[str]:
+        notes = [f"- {PEER_NOTES[peer]}" for peer in self.peers if peer in PEER_NOTES]
+        return ["## About the peers", "", *notes] if notes else []
 
     def analysis_section(self) -> list[str]:
         """The human reading of the figures, kept in ``<name>/analysis.md`` so that
@@ -460,6 +509,7 @@ class Report:
                 "time on the same machine, the same corpus and load.",
             ],
             self.summary(),
+            self.notes_section(),
             self.saturation_section(),
             self.rates_section(),
             self.overhead_section(),
@@ -470,7 +520,7 @@ class Report:
             self.client_section(),
             self.setup_section(),
         ]
-        return "\n\n".join("\n".join(section) for section in sections) + "\n"
+        return "\n\n".join("\n".join(section) for section in sections if section) + "\n"
 
 
 def write_report(comparison: Comparison, results: Path) -> Path:

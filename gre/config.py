@@ -237,6 +237,7 @@ OTHER_GRE_NAMES = frozenset(
         "GRE_PEERS",  # Makefile, tests/benchmarks: which peers to test
         "GRE_PEER_RUN",  # benchmarks/peers/launch.py: marks a peer's processes, gre's too
         "GRE_UI_SCREENSHOT",  # tests/http/test_ui.py: where to save the page's screenshot
+        "GRE_TRITON_DEBUG",  # benchmarks/peers/triton: PyTriton's debug log
     }
 )
 

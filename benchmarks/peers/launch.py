@@ -2,11 +2,12 @@
 everything it started.
 
 A peer runs ``<venv>/bin/python -m benchmarks.peers.<name>.server --port P --engine E`` with
-the repository on ``PYTHONPATH``, in a session (process group) of its own, and with
-``GRE_PEER_RUN=<its run folder>`` in its environment. Stopping sends SIGTERM to the group,
-SIGKILL after a grace period, then SIGKILLs any process still carrying that ``GRE_PEER_RUN``
-value, which catches what left the group (Ray's raylet, GCS and workers): nothing started by
-the peer outlives it, and nothing else is touched.
+the repository on ``PYTHONPATH`` (after the venv's ``pipeline-site``, where it has one), in a
+session (process group) of its own, and with ``GRE_PEER_RUN=<its run folder>`` in its
+environment. Stopping sends SIGTERM to the group, SIGKILL after a grace period, then SIGKILLs
+any process still carrying that ``GRE_PEER_RUN`` value, which catches what left the group (Ray's
+raylet, GCS and workers; Triton's ``tritonserver`` and its stub stay in the group): nothing
+started by the peer outlives it, and nothing else is touched.
 
 Only the standard library (and :mod:`gre.testing`, which is too) here: this module is
 imported inside the peers' venvs too.
@@ -27,7 +28,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.peers.venvs import ROOT, check_name, ensure_venv
+from benchmarks.peers.venvs import ROOT, check_name, ensure_venv, pipeline_path
 from gre.testing import StartError, running
 
 #: SIGTERM to SIGKILL, s: long enough for a graceful shutdown (Ray's takes a few seconds).
@@ -90,7 +91,9 @@ def running_peer(
     log_path = log or run_dir / "server.log"
     url = f"http://127.0.0.1:{port}"
     env = {
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [*pipeline_path(name), str(ROOT), os.environ.get("PYTHONPATH")])
+        ),
         "PATH": os.pathsep.join([str(venv / "bin"), os.environ.get("PATH", "")]),
         "VIRTUAL_ENV": str(venv),
         "GRE_PEER_RUN": str(run_dir),
