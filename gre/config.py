@@ -139,6 +139,10 @@ class ServerConfig(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    #: HTTP worker processes sharing the port (1: this process serves HTTP itself). With
+    #: more, they parse HTTP on every core and hand each request to this process, whose one
+    #: batcher keeps batches whole (README "How it works").
+    workers: int = Field(default=1, ge=1, le=256)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
     #: Body bytes all requests together may hold (declared or received, until answered);
     #: beyond it, 503 ``too_many_bytes``. Bounds what uploads can make the front end hold.

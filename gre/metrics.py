@@ -77,6 +77,14 @@ class Metrics:
             "gre_features_blobs", "Blobs returned by /api/features, by blob name.", ["blob"],
             registry=r,
         )  # fmt: skip
+        self.worker_requests = Counter(
+            "gre_http_worker_requests", "Requests each HTTP worker process handed over "
+            "(server.workers > 1), by worker.", ["worker"], registry=r,
+        )  # fmt: skip
+        self.worker_restarts = Counter(
+            "gre_http_worker_restarts", "HTTP worker processes replaced after they died.",
+            registry=r,
+        )  # fmt: skip
         self.reloads = Counter(
             "gre_reloads", "Model reloads, by outcome (ok, failed).", ["outcome"], registry=r
         )

@@ -9,18 +9,20 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gre.notify import SystemdNotifier
 from tests.support import running_server
 
 
-def test_ready_after_readyz_watchdog_pings_and_stopping(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ready_after_readyz_watchdog_pings_and_stopping(tmp_path: Path, workers: int) -> None:
     path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
     sock.settimeout(60)
     env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}  # a ping every 0.2 s
-    with running_server(tmp_path, env=env, ready=False) as server:
+    with running_server(tmp_path, "--set", f"workers={workers}", env=env, ready=False) as server:
         assert sock.recv(4096) == b"READY=1"
         # READY=1 only once /readyz is 200: checked the moment it arrives.
         assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200

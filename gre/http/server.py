@@ -31,6 +31,7 @@ import uvloop
 from gre.config import Config
 from gre.http.app import create_app
 from gre.http.budget import BodyBudget
+from gre.http.front_ends import FrontEnds
 from gre.http.protocol import Limits, limited_protocol
 from gre.notify import SystemdNotifier
 from gre.service import ReloadError, Service
@@ -51,6 +52,9 @@ class GreServer(uvicorn.Server):
         self.notifier = SystemdNotifier()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: With ``server.workers > 1``: the HTTP worker processes; this process listens on
+        #: nothing itself then, and serves their requests.
+        self.front_ends: FrontEnds | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -97,6 +101,8 @@ class GreServer(uvicorn.Server):
     async def _drain(self) -> None:
         self.notifier.notify("STOPPING=1")
         await self.service.drain()  # /readyz 503 and new requests 503 from its start
+        if self.front_ends is not None:
+            await self.front_ends.stop()  # nothing of theirs is in flight any more
         self.should_exit = True  # uvicorn's shutdown, then the lifespan's Service.stop
 
     def _fatal(self, error: str) -> None:
@@ -120,8 +126,20 @@ class GreServer(uvicorn.Server):
 
     async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()
+        if self.front_ends is not None:
+            try:
+                await self.front_ends.start()
+            except OSError as exc:
+                log.error("cannot listen on %s:%d: %s", self.config.host, self.config.port, exc)
+                self.exit_code = 1
+                return
+            sockets = []  # the workers listen
         self._spawn(self._start_replicas())
-        await super().serve(sockets)  # type: ignore[arg-type]
+        try:
+            await super().serve(sockets)  # type: ignore[arg-type]
+        finally:
+            if self.front_ends is not None:
+                await self.front_ends.stop()
 
 
 def build_server(config: Config, reload_config: Callable[[], Config] | None = None) -> GreServer:
@@ -156,7 +174,10 @@ def build_server(config: Config, reload_config: Callable[[], Config] | None = No
         limit_concurrency=None,  # max_connections instead: idle keep-alives are not load
         backlog=server.backlog,
     )
-    return GreServer(uvicorn_config, service)
+    gre_server = GreServer(uvicorn_config, service)
+    if server.workers > 1:
+        gre_server.front_ends = FrontEnds(server, app, service.metrics)
+    return gre_server
 
 
 def raise_open_file_limit(connections: int) -> None:

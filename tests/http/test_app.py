@@ -313,9 +313,17 @@ async def test_a_full_queue_refuses_before_reading_the_body(tmp_path: Path) -> N
     assert json.loads(body)["error"] == "queue_full"
 
 
-async def test_disconnected_client_is_dropped_from_the_queue(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_disconnected_client_is_dropped_from_the_queue(tmp_path: Path, workers: int) -> None:
     cat = shared("images/cat.jpg").read_bytes()
-    settings = ("--set", "max_batch_size=1", "--set", "max_queue_size=64")
+    settings = (
+        "--set",
+        "max_batch_size=1",
+        "--set",
+        "max_queue_size=64",
+        "--set",
+        f"workers={workers}",
+    )
     with running_server(tmp_path, *settings) as server:
         host, port = server.url.removeprefix("http://").split(":")
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:

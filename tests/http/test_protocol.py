@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import Server, running_server, shared
@@ -86,11 +87,12 @@ async def served_batches(client: httpx.AsyncClient) -> dict[str, int]:
 SLOW = ("--set", "header_timeout_s=1", "--set", "body_timeout_s=1")
 
 
-async def test_slow_head_gets_408_while_others_are_served(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_slow_head_gets_408_while_others_are_served(tmp_path: Path, workers: int) -> None:
     cat = shared("images/cat.jpg").read_bytes()
     head = b"POST /api/classify HTTP/1.1\r\nHost: x\r\n"
     endless_header = b"X-Slow: " + b"a" * 10_000  # never completes the head
-    with running_server(tmp_path, *SLOW) as server:
+    with running_server(tmp_path, *SLOW, "--set", f"workers={workers}") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=HANG_S) as client:
             cut, normal = await asyncio.gather(
                 trickle_until_closed(server, head, endless_header),
@@ -107,10 +109,11 @@ async def test_slow_head_gets_408_while_others_are_served(tmp_path: Path) -> Non
         assert metric(text, "gre_rejected_total", reason="request_timeout") == 1
 
 
-async def test_slow_body_gets_408_before_it_is_queued(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_slow_body_gets_408_before_it_is_queued(tmp_path: Path, workers: int) -> None:
     cat = shared("images/cat.jpg").read_bytes()
     head = b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(cat)
-    with running_server(tmp_path, *SLOW) as server:
+    with running_server(tmp_path, *SLOW, "--set", f"workers={workers}") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=HANG_S) as client:
             cut, normal = await asyncio.gather(
                 trickle_until_closed(server, head, cat), classify_meanwhile(client, cat)

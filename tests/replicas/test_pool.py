@@ -54,9 +54,16 @@ async def post_all(server: Server, count: int, timeout_s: float) -> list[tuple[i
         return list(await asyncio.gather(*(one(client) for _ in range(count))))
 
 
-async def test_kill_9_under_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_kill_9_under_load(tmp_path: Path, workers: int) -> None:
     deadline_s = 60.0
-    settings = (*TWO_DEVICES, "--set", f"timeout_ms={deadline_s * 1000}")
+    settings = (
+        *TWO_DEVICES,
+        "--set",
+        f"timeout_ms={deadline_s * 1000}",
+        "--set",
+        f"workers={workers}",
+    )
     with running_server(tmp_path, *settings) as server:
         victim = replicas(server)[0]
         load = asyncio.ensure_future(post_all(server, 100, deadline_s + 30))
@@ -106,8 +113,16 @@ async def test_hung_replica_is_killed_and_its_requests_answered(tmp_path: Path) 
     assert "did not answer a batch" in server.output()
 
 
-async def test_sigterm_drains_then_exits_0(tmp_path: Path) -> None:
-    settings = ("--set", "max_batch_size=2", "--set", "drain_timeout_s=60")
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_drains_then_exits_0(tmp_path: Path, workers: int) -> None:
+    settings = (
+        "--set",
+        "max_batch_size=2",
+        "--set",
+        "drain_timeout_s=60",
+        "--set",
+        f"workers={workers}",
+    )
     cat = shared("images/cat.jpg").read_bytes()
     with running_server(tmp_path, *settings) as server:
         async with httpx.AsyncClient(

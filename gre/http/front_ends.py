@@ -1,0 +1,310 @@
+"""The primary's side of ``server.workers > 1``: N HTTP worker processes
+(:mod:`gre.http.worker`) listening on one port (``SO_REUSEPORT``: the kernel spreads new
+connections evenly over their sockets; one socket shared by all let one worker take twice
+the other's connections here), each bridged to this process (:mod:`gre.http.bridge`), where
+gre's application serves every request. This process holds the port bound but not listening,
+so that it stays gre's while a worker is replaced, and ``port = 0`` picks one port for all.
+
+Why this shape: HTTP parsing is most of the front end's CPU per request, and it parallelises;
+the batcher must not (requests from every front end must meet in one batch per replica, or
+batches shrink by the number of workers). So the workers parse, and the scheduler, the
+replicas, the metrics, ``/readyz``, admission, drain, reloads and systemd's notifications stay
+in one process, unchanged. A worker that dies (even SIGKILL) loses only its own connections:
+its requests still in the primary are dropped as if their clients had left, and it is
+replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import ASGIApp, Message
+
+from gre.config import ServerConfig
+from gre.http import bridge
+from gre.http.bridge import port_socket
+from gre.http.protocol import LOST_CONNECTION, LostConnection
+from gre.http.worker import WorkerSpec
+from gre.metrics import Metrics
+from gre.replicas import wire
+
+log = logging.getLogger("gre.http.front_ends")
+
+#: First wait before replacing a worker that died, doubled per death in a row (max 10 s).
+RESPAWN_BACKOFF_S = 0.25
+#: How long the workers may take to start listening, s.
+START_TIMEOUT_S = 30.0
+#: How long stopped workers may take to close their connections and exit, s.
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Request:
+    """One bridged request in the primary: its body chunks not yet read, and its state."""
+
+    worker: _Worker
+    rid: int
+    chunks: deque[Message]
+    more_body: bool
+    watch: LostConnection = field(default_factory=LostConnection)
+    arrived: asyncio.Future[None] | None = None  # set when a chunk or GONE arrives
+    asked: bool = False  # MORE sent, its chunk not yet here
+    gone: bool = False  # the client or its worker left
+    started: tuple[int, list[tuple[bytes, bytes]]] | None = None
+    streaming: bool = False
+    done: bool = False
+
+    def wake(self) -> None:
+        if self.arrived is not None and not self.arrived.done():
+            self.arrived.set_result(None)
+
+    def lost(self) -> None:
+        """The client (or its worker) is gone."""
+        self.gone = True
+        self.chunks.append({"type": "http.disconnect"})
+        self.more_body = False
+        self.wake()
+        self.watch.fire()
+
+    async def receive(self) -> Message:
+        """ASGI ``receive``: the body chunk by chunk, pulled from the worker; then, once the
+        body is whole, waits for the disconnect (or the answer's end)."""
+        while not self.chunks:
+            if self.done or self.gone:
+                return {"type": "http.disconnect"}
+            if self.more_body and not self.asked:
+                self.asked = True
+                self.worker.write((bridge.MORE, self.rid))
+            self.arrived = asyncio.get_running_loop().create_future()
+            await self.arrived
+        return self.chunks.popleft()
+
+    async def send(self, message: Message) -> None:
+        """ASGI ``send``: a whole answer crosses as one message."""
+        if self.done:
+            return
+        if message["type"] == "http.response.start":
+            self.started = (message["status"], list(message.get("headers", [])))
+            return
+        if message["type"] != "http.response.body" or self.started is None:
+            return
+        body, more = message.get("body", b""), message.get("more_body", False)
+        if not more and not self.streaming:
+            status, headers = self.started
+            self.worker.write((bridge.RESPONSE, self.rid, status, headers, body))
+        else:
+            if not self.streaming:
+                self.streaming = True
+                self.worker.write((bridge.START, self.rid, *self.started))
+            self.worker.write((bridge.CHUNK, self.rid, body, more))
+        if not more:
+            self.done = True
+            self.wake()
+
+
+class _Worker:
+    """One worker process and its bridge."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: asyncio.subprocess.Process | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.requests: dict[int, _Request] = {}
+        self.held = 0
+        self.handed: Any = None  # its gre_http_worker_requests_total child, once started
+
+    def write(self, message: tuple[Any, ...]) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(wire.pack(message))
+
+
+class FrontEnds:
+    """N HTTP worker processes on ``server``'s address, bridged to ``app`` in this process.
+
+    Args:
+        server: ``[server]``; ``workers`` of them, each with ``max_inflight_body_bytes /
+            workers`` of body budget.
+        app: the application every request runs through (gre's).
+        metrics: where the workers' own refusals and held body bytes are counted.
+    """
+
+    def __init__(self, server: ServerConfig, app: ASGIApp, metrics: Metrics) -> None:
+        self.server = server
+        self.app = app
+        self.metrics = metrics
+        self.workers = [_Worker(i) for i in range(server.workers)]
+        self._reserved: socket.socket | None = None
+        self.port = server.port
+        self._stopping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._supervisors: list[asyncio.Task[None]] = []
+
+    @property
+    def held_bytes(self) -> int:
+        """Body bytes the workers' budgets hold, as last reported."""
+        return sum(worker.held for worker in self.workers)
+
+    @property
+    def pids(self) -> list[int | None]:
+        """Each worker's process id (``None`` while it is being replaced)."""
+        return [w.process.pid if w.process else None for w in self.workers]
+
+    async def start(self) -> None:
+        """Bind the address and start every worker (each replaced whenever it dies); returns
+        once all of them listen.
+
+        Raises:
+            OSError: the address cannot be bound, or the workers did not listen in time.
+        """
+        self._reserved = port_socket(self.server.host, self.server.port)
+        self.port = self._reserved.getsockname()[1]
+        self.metrics.inflight_body_bytes.set_function(lambda: self.held_bytes)
+        started = [asyncio.Event() for _ in self.workers]
+        self._supervisors = [
+            asyncio.create_task(self._supervise(worker, event))
+            for worker, event in zip(self.workers, started, strict=True)
+        ]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), START_TIMEOUT_S)
+        except TimeoutError:
+            await self.stop()
+            raise OSError(
+                f"HTTP workers did not listen on {self.server.host}:{self.port} within "
+                f"{START_TIMEOUT_S:.0f} s (their log lines above say why)"
+            ) from None
+        log.info("%d HTTP workers on %s:%d", len(self.workers), self.server.host, self.port)
+
+    async def stop(self) -> None:
+        """Tell every worker to stop (after the drain: nothing of theirs is in flight), wait
+        for them to exit (SIGKILL after :data:`STOP_TIMEOUT_S`)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for worker in self.workers:
+            worker.write((bridge.STOP,))
+        for supervisor in self._supervisors:
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        if self._reserved is not None:
+            self._reserved.close()
+
+    def _spec(self, index: int) -> WorkerSpec:
+        s = self.server
+        return WorkerSpec(
+            index=index,
+            host=s.host,
+            port=self.port,
+            log_level=s.log_level,
+            header_timeout_s=s.header_timeout_s,
+            body_timeout_s=s.body_timeout_s,
+            max_header_bytes=s.max_header_bytes,
+            max_connections=s.max_connections,
+            max_body_bytes=s.max_body_bytes,
+            budget_bytes=max(1, s.max_inflight_body_bytes // s.workers),
+            keep_alive_timeout_s=s.keep_alive_timeout_s,
+            backlog=s.backlog,
+        )
+
+    async def _supervise(self, worker: _Worker, started: asyncio.Event) -> None:
+        backoff = RESPAWN_BACKOFF_S
+        while not self._stopping:
+            status = await self._run(worker, started)
+            if self._stopping:
+                return
+            log.error("HTTP worker %d exited with %s: replacing it", worker.index, status)
+            self.metrics.worker_restarts.inc()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def _run(self, worker: _Worker, started: asyncio.Event) -> int | None:
+        """Run one process of ``worker`` until it exits; returns its exit status."""
+        ours, theirs = socket.socketpair()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                "from gre.http.worker import main; main()",
+                str(theirs.fileno()),
+                pass_fds=[theirs.fileno()],
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        worker.process = process
+        worker.handed = self.metrics.worker_requests.labels(str(worker.index))
+        reader, worker.writer = await asyncio.open_connection(sock=ours)
+        worker.writer.write(wire.pack(self._spec(worker.index)))
+        try:
+            await self._read(worker, reader, started)
+        finally:
+            worker.writer.close()
+            worker.writer = None
+            for request in list(worker.requests.values()):
+                request.lost()  # its connection went with the worker
+            worker.requests.clear()
+            worker.held = 0
+            try:
+                status = await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                process.kill()
+                status = await process.wait()
+            worker.process = None
+        return status
+
+    async def _read(
+        self, worker: _Worker, reader: asyncio.StreamReader, listening: asyncio.Event
+    ) -> None:
+        while True:
+            try:
+                message = await wire.read(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            kind = message[0]
+            if kind == bridge.HEAD:
+                worker.handed.inc()
+                _, rid, scope, body, more = message
+                chunk = {"type": "http.request", "body": body, "more_body": more}
+                request = _Request(worker, rid, deque([chunk]), more)
+                worker.requests[rid] = request
+                task = asyncio.create_task(self._serve(request, scope))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif kind == bridge.BODY:
+                waiting = worker.requests.get(message[1])
+                if waiting is not None:
+                    _, _, body, more = message
+                    waiting.chunks.append({"type": "http.request", "body": body, "more_body": more})
+                    waiting.more_body, waiting.asked = more, False
+                    waiting.wake()
+            elif kind == bridge.GONE:
+                gone = worker.requests.get(message[1])
+                if gone is not None:
+                    gone.lost()
+            elif kind == bridge.REJECTED:
+                self.metrics.rejected.labels(message[1]).inc()
+            elif kind == bridge.HELD:
+                worker.held = message[1]
+            elif kind == bridge.LISTENING:
+                listening.set()
+
+    async def _serve(self, request: _Request, scope: dict[str, Any]) -> None:
+        scope["extensions"] = {LOST_CONNECTION: request.watch}
+        scope["state"] = {}
+        try:
+            await self.app(scope, request.receive, request.send)
+        except Exception:
+            log.exception("the application raised outside its own error handling")
+            if request.started is None and not request.done:
+                body = b'{"error":"internal","message":"internal error"}'
+                headers = [(b"content-type", b"application/json")]
+                request.worker.write((bridge.RESPONSE, request.rid, 500, headers, body))
+        finally:
+            request.done = True
+            request.worker.requests.pop(request.rid, None)

@@ -1,0 +1,239 @@
+"""An HTTP worker process (``server.workers > 1``): listens on the service's port beside the
+other workers (``SO_REUSEPORT``), parses HTTP with uvicorn and gre's connection protocol, and
+hands every request to the primary over a socketpair (:mod:`gre.http.bridge`), which runs
+gre's application for it.
+
+``python -c "from gre.http.worker import main; main()" BRIDGE_FD`` (started by
+:class:`gre.http.front_ends.FrontEnds`); the first message on the bridge is its
+:class:`WorkerSpec`. It exits when the primary says ``STOP`` (after the drain) or when the
+bridge closes (the primary is gone); SIGINT and SIGTERM are the primary's to act on, as for
+replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import socket
+import sys
+from collections import deque
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+import uvloop
+from starlette.types import Message, Receive, Scope, Send
+
+from gre.http import bridge
+from gre.http.budget import BodyBudget
+from gre.http.protocol import LOST_CONNECTION, Limits, LostConnection, limited_protocol
+from gre.logs import configure_logging
+from gre.replicas import wire
+
+log = logging.getLogger("gre.http.worker")
+
+#: How often a worker reports its body budget's holding when it changed, s.
+HELD_EVERY_S = 0.5
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs of ``[server]``; its body budget is its share of
+    ``max_inflight_body_bytes``."""
+
+    index: int
+    host: str
+    port: int
+    log_level: str
+    header_timeout_s: float
+    body_timeout_s: float
+    max_header_bytes: int
+    max_connections: int
+    max_body_bytes: int
+    budget_bytes: int
+    keep_alive_timeout_s: int
+    backlog: int
+
+
+class _Mailbox:
+    """Messages from the primary for one request, waited for by its ASGI task."""
+
+    __slots__ = ("messages", "waiter")
+
+    def __init__(self) -> None:
+        self.messages: deque[tuple[Any, ...]] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, message: tuple[Any, ...]) -> None:
+        self.messages.append(message)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def get(self) -> tuple[Any, ...]:
+        while not self.messages:
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        return self.messages.popleft()
+
+
+class BridgeApp:
+    """The worker's ASGI application: each HTTP request goes to the primary and its answer
+    comes back; the primary pulls the body chunk by chunk (``MORE``)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.requests: dict[int, _Mailbox] = {}
+        self._ids = itertools.count()
+
+    def write(self, message: tuple[Any, ...]) -> None:
+        """Send one message to the primary (dropped once the bridge is closed)."""
+        if not self.writer.is_closing():
+            self.writer.write(wire.pack(message))
+
+    def deliver(self, message: tuple[Any, ...]) -> None:
+        """A message from the primary for one of this worker's requests."""
+        mailbox = self.requests.get(message[1])
+        if mailbox is not None:
+            mailbox.put(message)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan is the primary's; no WebSockets
+        first = await receive()
+        if first["type"] == "http.disconnect":
+            return
+        rid = next(self._ids)
+        mailbox = self.requests[rid] = _Mailbox()
+        watch = scope.get("extensions", {}).get(LOST_CONNECTION)
+        if isinstance(watch, LostConnection):
+            watch.callback = lambda: self.write((bridge.GONE, rid))
+        body, more = first.get("body", b""), first.get("more_body", False)
+        self.write((bridge.HEAD, rid, bridge.portable_scope(scope), body, more))
+        try:
+            await self._relay(rid, mailbox, receive, send)
+        finally:
+            del self.requests[rid]
+            if isinstance(watch, LostConnection):
+                watch.callback = None
+
+    async def _relay(self, rid: int, mailbox: _Mailbox, receive: Receive, send: Send) -> None:
+        while True:
+            message = await mailbox.get()
+            kind = message[0]
+            if kind == bridge.MORE:
+                chunk: Message = await receive()
+                if chunk["type"] == "http.disconnect":
+                    self.write((bridge.GONE, rid))
+                else:
+                    body, more = chunk.get("body", b""), chunk.get("more_body", False)
+                    self.write((bridge.BODY, rid, body, more))
+            elif kind == bridge.RESPONSE:
+                _, _, status, headers, body = message
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            elif kind == bridge.START:
+                _, _, status, headers = message
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+            elif kind == bridge.CHUNK:
+                _, _, body, more = message
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+                if not more:
+                    return
+            elif kind == bridge.GONE:  # the bridge closed: nobody will answer
+                return
+
+
+class WorkerServer(uvicorn.Server):
+    """Uvicorn on the worker's socket, with the signals left to the primary; tells the
+    primary once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, app: BridgeApp) -> None:
+        super().__init__(config)
+        self.bridge_app = app
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.bridge_app.write((bridge.LISTENING,))
+
+
+async def _read_primary(reader: asyncio.StreamReader, app: BridgeApp, server: WorkerServer) -> None:
+    try:
+        while True:
+            message = await wire.read(reader)
+            if message[0] == bridge.STOP:
+                break
+            app.deliver(message)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        log.warning("the primary is gone: exiting")
+        for rid in list(app.requests):
+            app.deliver((bridge.GONE, rid))
+    server.should_exit = True
+
+
+async def _report_held(app: BridgeApp, budget: BodyBudget) -> None:
+    last = 0
+    while True:
+        await asyncio.sleep(HELD_EVERY_S)
+        if budget.held != last:
+            last = budget.held
+            app.write((bridge.HELD, last))
+
+
+async def serve(bridge_socket: socket.socket) -> None:
+    """Listen on the spec's address and serve until the primary says stop or goes away."""
+    reader, writer = await asyncio.open_connection(sock=bridge_socket)
+    spec: WorkerSpec = await wire.read(reader)
+    configure_logging(spec.log_level)
+    listen = bridge.port_socket(spec.host, spec.port)
+    listen.listen(spec.backlog)
+    app = BridgeApp(writer)
+    budget = BodyBudget(spec.budget_bytes)
+    limits = Limits(
+        header_timeout_s=spec.header_timeout_s,
+        body_timeout_s=spec.body_timeout_s,
+        max_header_bytes=spec.max_header_bytes,
+        max_connections=spec.max_connections,
+        max_body_bytes=spec.max_body_bytes,
+        budget=budget,
+        on_reject=lambda reason: app.write((bridge.REJECTED, reason)),
+    )
+    config = uvicorn.Config(
+        app,
+        http=limited_protocol(limits),
+        ws="none",
+        loop="none",
+        lifespan="off",
+        access_log=False,
+        log_level=spec.log_level,
+        log_config=None,
+        timeout_keep_alive=spec.keep_alive_timeout_s,
+        limit_concurrency=None,
+        backlog=spec.backlog,
+    )
+    server = WorkerServer(config, app)
+    tasks = [
+        asyncio.create_task(_read_primary(reader, app, server)),
+        asyncio.create_task(_report_held(app, budget)),
+    ]
+    try:
+        await server.serve(sockets=[listen])  # WorkerServer.startup says LISTENING
+    finally:
+        for task in tasks:
+            task.cancel()
+        writer.close()
+
+
+def main() -> None:
+    """Entry point: ``argv[1]`` the bridge socket's descriptor."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the primary drains, then says STOP
+    uvloop.run(serve(socket.socket(fileno=int(sys.argv[1]))))
