@@ -60,6 +60,10 @@ def _ignore(reason: str) -> None:
     return None
 
 
+#: How long a connection cut off with an answer goes on reading (and dropping) the client's
+#: bytes before it closes, s.
+LINGER_S = 2.0
+
 #: The scope extension under which each request's :class:`LostConnection` is found.
 LOST_CONNECTION = "gre.lost_connection"
 
@@ -232,7 +236,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._reject(ErrorCode.BAD_REQUEST)
         self._deaf = True
         self._write_error(ErrorCode.BAD_REQUEST, f"malformed HTTP request ({msg.rstrip('.')})")
-        self.transport.close()
+        self._close_after_answer()
 
     def _head_too_large(self) -> None:
         limit = self.limits.max_header_bytes
@@ -282,7 +286,21 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         began = self._head_bytes > 0 or self._head_size > 0
         if answering or (not self._in_body and began):
             self._write_error(code, message)
-        self.transport.close()
+        self._close_after_answer()
+
+    def _close_after_answer(self) -> None:
+        """Close a connection that was just answered (and made deaf): send what is written
+        and a FIN, but go on reading, and dropping, what the client still sends for
+        :data:`LINGER_S` before closing. Closed at once, bytes arriving after the close make
+        the kernel answer RST, and a client that gets the RST before it has read the answer
+        loses the answer (nginx's ``lingering_close`` for the same reason)."""
+        if self.transport.is_closing():
+            return
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def _write_error(self, code: ErrorCode, message: str) -> None:
         """Write ``code``'s answer straight to the transport (no application is running),

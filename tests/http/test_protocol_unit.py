@@ -70,6 +70,10 @@ class MockTransport:
         """Whether :meth:`close` was called."""
         return self.closed
 
+    def can_write_eof(self) -> bool:
+        """No half-close: the protocol closes at once (:class:`HalfClosingTransport` can)."""
+        return False
+
     def pause_reading(self) -> None:
         """Record uvicorn's flow control."""
         self.read_paused = True
@@ -814,3 +818,44 @@ async def test_each_request_has_its_own_watch_and_an_answered_one_is_not_told() 
     second.callback = lambda: calls.append("lost")
     protocol.connection_lost(None)  # after both answers: nothing was lost
     assert (second.lost, calls) == (False, [])
+
+
+class HalfClosingTransport(MockTransport):
+    """A transport that can send a FIN and go on reading, as uvloop's TCP transports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.eof = False
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        assert not self.closed
+        self.eof = True
+
+    def write(self, data: bytes) -> None:
+        assert not self.eof, f"written after the FIN: {data!r}"
+        super().write(data)
+
+
+def test_a_cut_off_connection_lingers_reading_before_it_closes() -> None:
+    """Answered, then FIN, then LINGER_S of reading and dropping before the close: a client
+    still sending gets no RST, which could destroy the answer before it reads it."""
+    server = Harness()
+    protocol_cls = server.config.http_protocol_class
+    protocol = protocol_cls(
+        config=server.config, server_state=server.server_state, app_state={},
+        _loop=server.loop,  # type: ignore[arg-type]
+    )  # fmt: skip
+    transport = HalfClosingTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaa")
+    server.loop.fire(protocol, HEAD_TIMEOUT_S)
+    assert transport.buffer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert (transport.eof, transport.closed) == (True, False)
+    protocol.data_received(b"a" * 1000)  # the client goes on: read and dropped
+    assert server.app.messages == []
+    (linger,) = [t for t in server.loop.timers if t.delay == gre.http.protocol.LINGER_S]
+    linger.fire()
+    assert transport.closed
