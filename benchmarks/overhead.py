@@ -481,22 +481,28 @@ def table(rows: Sequence[Row], decode: DecodeLimit | None) -> str:
             f"{'-':>9} {'-':>10} {decode.cores:>5.2f} {decode.processes:>5}  {note}"
         )
     by_name = {row.name: row for row in rows}
-    tiny, cat, trivial = by_name.get("tiny"), by_name.get("cat"), by_name.get("trivial")
+    trivial = by_name.get("trivial")
 
     def caveat(*used: Row | None) -> str:
         return "" if all(r is None or _notes(r) == "ok" for r in used) else "  [errors: see notes]"
 
-    if tiny and tiny.ratio_to_trivial is not None:
-        lines.append(
-            f"gre CPU/request (16x16) / trivial's: {tiny.ratio_to_trivial:.2f}   "
-            f"(goal <= {CPU_RATIO_GOAL:.1f}){caveat(tiny, trivial)}"
-        )
-    if cat and decode:
-        lines.append(
-            f"gre req/s (cat.jpg) / decode limit: {cat.rps / decode.images_per_s:.2f}   "
-            f"(goal >= {DECODE_RATIO_GOAL:.1f}){caveat(cat)}"
-            + ("  [decode limit on shared cores]" if decode.shared else "")
-        )
+    for row in rows:
+        kind, _, workers = row.name.partition("-w")
+        who = f"gre w{workers or 1}"
+        if kind == "tiny" and row.ratio_to_trivial is not None:
+            lines.append(
+                f"{who} CPU/request (16x16) / trivial's: {row.ratio_to_trivial:.2f}   "
+                f"(goal <= {CPU_RATIO_GOAL:.1f}){caveat(row, trivial)}"
+            )
+        if kind == "cat" and decode:
+            lines.append(
+                f"{who} req/s (cat.jpg) / decode limit: {row.rps / decode.images_per_s:.2f}   "
+                f"(goal >= {DECODE_RATIO_GOAL:.1f}){caveat(row)}"
+                + ("  [decode limit on shared cores]" if decode.shared else "")
+            )
+        one = by_name.get(kind) if workers else None
+        if one is not None and one.rps > 0:
+            lines.append(f"{who} req/s / w1's ({kind}): {row.rps / one.rps:.2f}")
     return "\n".join(lines)
 
 
@@ -514,15 +520,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--only", type=parse_only, default=ROWS, help=",".join(ROWS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--workers", type=parse_workers, default=default_workers(),
+        help="gre's server.workers to measure, comma-separated (default: 1 and the core count)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
+def default_workers() -> list[int]:
+    """1, and one HTTP worker per core when there is more than one core."""
+    cores = os.cpu_count() or 1
+    return [1, cores] if cores > 1 else [1]
+
+
+def parse_workers(value: str) -> list[int]:
+    """``"1,2"`` -> ``[1, 2]``; raises ``argparse.ArgumentTypeError`` otherwise."""
+    try:
+        counts = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: comma-separated worker counts >= 1")
+    return counts
+
+
+def row_name(kind: str, workers: int) -> str:
+    """``"tiny"`` with one worker, ``"tiny-w2"`` with two."""
+    return kind if workers == 1 else f"{kind}-w{workers}"
+
+
 def gre_rows(
-    args: argparse.Namespace, scripts: dict[str, Path], window: dict[str, int]
+    args: argparse.Namespace, scripts: dict[str, Path], window: dict[str, int], workers: int = 1
 ) -> tuple[list[Row], dict[str, Any]]:
-    """The ``tiny`` and ``cat`` rows asked for, from one ``gre serve --engine null``; returns
-    them and what gre says of its replicas and batching."""
-    flags = [x for s in [*GRE_BENCH_SETTINGS, *args.settings] for x in ("--set", s)]
+    """The ``tiny`` and ``cat`` rows asked for, from one ``gre serve --engine null`` with
+    ``workers`` HTTP workers; returns them and what gre says of its replicas and batching."""
+    settings = [*GRE_BENCH_SETTINGS, f"workers={workers}", *args.settings]
+    flags = [x for s in settings for x in ("--set", s)]
     if args.config:
         flags += ["--config", str(args.config)]
     port = free_port()
@@ -539,11 +572,13 @@ def gre_rows(
             f"max_batch_size {model['batching']['max_batch_size']}",
             flush=True,
         )
-        for name, label in (("tiny", "gre null, 16x16 JPEG"), ("cat", "gre null, cat.jpg")):
+        for name, label in (("tiny", "16x16 JPEG"), ("cat", "cat.jpg")):
             if name in args.only:
+                label = f"gre null, w{workers}, {label}"
                 rows.append(
-                    measure(name, label, f"{gre.url}/api/classify", gre.process.pid,
-                            scripts[name], metrics_url=f"{gre.url}/metrics", **window)
+                    measure(row_name(name, workers), label, f"{gre.url}/api/classify",
+                            gre.process.pid, scripts[name], metrics_url=f"{gre.url}/metrics",
+                            **window)
                 )  # fmt: skip
     return rows, info
 
@@ -573,8 +608,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 label = "trivial Starlette (16x16 body)"
                 rows.append(measure("trivial", label, url, pid, scripts["tiny"], **window))
         if {"tiny", "cat"} & set(args.only):
-            more, gre_info = gre_rows(args, scripts, window)
-            rows += more
+            for workers in args.workers:
+                more, info = gre_rows(args, scripts, window, workers)
+                rows += more
+                gre_info = gre_info or info
     by_name = {row.name: row for row in rows}
     trivial = by_name.get("trivial")
     for row in rows:

@@ -46,10 +46,10 @@ STOP_TIMEOUT_S = 10.0
 
 
 @dataclass
-class _Request:
+class BridgedRequest:
     """One bridged request in the primary: its body chunks not yet read, and its state."""
 
-    worker: _Worker
+    worker: WorkerProcess
     rid: int
     chunks: deque[Message]
     more_body: bool
@@ -109,18 +109,20 @@ class _Request:
             self.wake()
 
 
-class _Worker:
-    """One worker process and its bridge."""
+class WorkerProcess:
+    """One worker slot: its process (a new one after each death), its bridge, the requests
+    it handed over that are not answered yet, and the body bytes it last said it holds."""
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.process: asyncio.subprocess.Process | None = None
         self.writer: asyncio.StreamWriter | None = None
-        self.requests: dict[int, _Request] = {}
+        self.requests: dict[int, BridgedRequest] = {}
         self.held = 0
         self.handed: Any = None  # its gre_http_worker_requests_total child, once started
 
     def write(self, message: tuple[Any, ...]) -> None:
+        """Send one bridge message to the worker (dropped while it has no live process)."""
         if self.writer is not None and not self.writer.is_closing():
             self.writer.write(wire.pack(message))
 
@@ -130,7 +132,8 @@ class FrontEnds:
 
     Args:
         server: ``[server]``; ``workers`` of them, each with ``max_inflight_body_bytes /
-            workers`` of body budget.
+            workers`` of body budget and ``max_connections / workers`` connections (the
+            kernel spreads connections evenly, so the totals hold roughly).
         app: the application every request runs through (gre's).
         metrics: where the workers' own refusals and held body bytes are counted.
     """
@@ -139,7 +142,7 @@ class FrontEnds:
         self.server = server
         self.app = app
         self.metrics = metrics
-        self.workers = [_Worker(i) for i in range(server.workers)]
+        self.workers = [WorkerProcess(i) for i in range(server.workers)]
         self._reserved: socket.socket | None = None
         self.port = server.port
         self._stopping = False
@@ -189,6 +192,12 @@ class FrontEnds:
         self._stopping = True
         for worker in self.workers:
             worker.write((bridge.STOP,))
+        if self._supervisors:
+            _, late = await asyncio.wait(self._supervisors, timeout=STOP_TIMEOUT_S)
+            for worker in self.workers:  # a worker still closing connections: killed
+                if late and worker.process is not None and worker.process.returncode is None:
+                    log.warning("HTTP worker %d did not stop: killing it", worker.index)
+                    worker.process.kill()
         for supervisor in self._supervisors:
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
@@ -205,14 +214,14 @@ class FrontEnds:
             header_timeout_s=s.header_timeout_s,
             body_timeout_s=s.body_timeout_s,
             max_header_bytes=s.max_header_bytes,
-            max_connections=s.max_connections,
+            max_connections=max(1, s.max_connections // s.workers),
             max_body_bytes=s.max_body_bytes,
             budget_bytes=max(1, s.max_inflight_body_bytes // s.workers),
             keep_alive_timeout_s=s.keep_alive_timeout_s,
             backlog=s.backlog,
         )
 
-    async def _supervise(self, worker: _Worker, started: asyncio.Event) -> None:
+    async def _supervise(self, worker: WorkerProcess, started: asyncio.Event) -> None:
         backoff = RESPAWN_BACKOFF_S
         while not self._stopping:
             status = await self._run(worker, started)
@@ -223,7 +232,7 @@ class FrontEnds:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
 
-    async def _run(self, worker: _Worker, started: asyncio.Event) -> int | None:
+    async def _run(self, worker: WorkerProcess, started: asyncio.Event) -> int | None:
         """Run one process of ``worker`` until it exits; returns its exit status."""
         ours, theirs = socket.socketpair()
         try:
@@ -259,7 +268,7 @@ class FrontEnds:
         return status
 
     async def _read(
-        self, worker: _Worker, reader: asyncio.StreamReader, listening: asyncio.Event
+        self, worker: WorkerProcess, reader: asyncio.StreamReader, listening: asyncio.Event
     ) -> None:
         while True:
             try:
@@ -271,7 +280,7 @@ class FrontEnds:
                 worker.handed.inc()
                 _, rid, scope, body, more = message
                 chunk = {"type": "http.request", "body": body, "more_body": more}
-                request = _Request(worker, rid, deque([chunk]), more)
+                request = BridgedRequest(worker, rid, deque([chunk]), more)
                 worker.requests[rid] = request
                 task = asyncio.create_task(self._serve(request, scope))
                 self._tasks.add(task)
@@ -294,7 +303,7 @@ class FrontEnds:
             elif kind == bridge.LISTENING:
                 listening.set()
 
-    async def _serve(self, request: _Request, scope: dict[str, Any]) -> None:
+    async def _serve(self, request: BridgedRequest, scope: dict[str, Any]) -> None:
         scope["extensions"] = {LOST_CONNECTION: request.watch}
         scope["state"] = {}
         try:

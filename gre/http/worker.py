@@ -42,8 +42,8 @@ HELD_EVERY_S = 0.5
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What a worker needs of ``[server]``; its body budget is its share of
-    ``max_inflight_body_bytes``."""
+    """What a worker needs of ``[server]``; its body budget and connection limit are its
+    shares of ``max_inflight_body_bytes`` and ``max_connections``."""
 
     index: int
     host: str

@@ -21,11 +21,14 @@ from benchmarks.overhead import (
     Row,
     WrkResult,
     decode_limit,
+    default_workers,
     gre_window,
     main,
     parse_only,
+    parse_workers,
     parse_wrk,
     process_tree,
+    row_name,
     table,
     tiny_jpeg,
     tree_cpu,
@@ -165,12 +168,13 @@ def test_a_short_run_against_the_trivial_endpoint_and_gre(
         pytest.fail("benchmarks.overhead needs Debian's wrk: apt-get install wrk (make setup does)")
     out = tmp_path / "figures.json"
     figures = main(
-        ["--seconds", "1", "--warmup", "1", "--only", "trivial,tiny", "--json", str(out)]
-    )
+        ["--seconds", "1", "--warmup", "1", "--only", "trivial,tiny", "--workers", "1,2",
+         "--json", str(out)]
+    )  # fmt: skip
     printed = capsys.readouterr().out
     assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
     rows = figures["rows"]
-    assert set(rows) == {"trivial", "tiny"}
+    assert set(rows) == {"trivial", "tiny", "tiny-w2"}
     for row in rows.values():
         assert row["requests"] > 0
         assert row["rps"] > 0
@@ -178,11 +182,24 @@ def test_a_short_run_against_the_trivial_endpoint_and_gre(
         assert (row["non_2xx"], row["socket_errors"]) == (0, 0), printed
     assert rows["trivial"]["processes"] == 1
     assert rows["tiny"]["processes"] >= 2  # gre's front end and its replica
+    assert rows["tiny-w2"]["processes"] >= 4  # and two HTTP workers
     assert rows["tiny"]["mean_batch"] >= 1
     # gre's count over the window also holds answers to requests wrk gave up at its end.
     assert set(rows["tiny"]["statuses"]) == {"200"}
     assert figures["cpu_ratio_tiny_to_trivial"] == rows["tiny"]["ratio_to_trivial"] > 0
     assert figures["decode_limit"] is None
     assert "trivial Starlette" in printed
-    assert "gre null, 16x16 JPEG" in printed
-    assert "gre CPU/request (16x16) / trivial's" in printed
+    assert "gre null, w1, 16x16 JPEG" in printed
+    assert "gre null, w2, 16x16 JPEG" in printed
+    assert "gre w1 CPU/request (16x16) / trivial's" in printed
+    assert "gre w2 req/s / w1's (tiny)" in printed
+
+
+def test_worker_counts_parse_and_default_to_one_and_the_cores() -> None:
+    assert parse_workers("1,4") == [1, 4]
+    for bad in ("", "0", "two", "1,-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_workers(bad)
+    assert default_workers()[0] == 1
+    assert row_name("cat", 1) == "cat"
+    assert row_name("cat", 3) == "cat-w3"

@@ -42,10 +42,17 @@ def tmpdir_for_server(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("server-tmp")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tmpdir_for_server: Path) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=[1, 2], ids=["workers=1", "workers=2"])
+def server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmpdir_for_server: Path,
+) -> Iterator[Server]:
+    """One server per ``server.workers`` value: every hostile input is refused alike
+    through HTTP worker processes."""
     env = {"TMPDIR": str(tmpdir_for_server)}
-    with running_server(tmp_path_factory.mktemp("inputs"), *SETTINGS, env=env) as server:
+    workers = ("--set", f"workers={request.param}")
+    with running_server(tmp_path_factory.mktemp("inputs"), *SETTINGS, *workers, env=env) as server:
         yield server
 
 
@@ -332,21 +339,23 @@ def test_bodies_gre_refuses_get_their_4xx(
 # --- the server is unharmed -----------------------------------------------------------------
 
 
-def replica_restarts(server: Server) -> float:
+def replica_restarts(server: Server, family_name: str = "gre_replica_restarts") -> float:
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
-        if family.name == "gre_replica_restarts":
+        if family.name == family_name:
             return sum(sample.value for sample in family.samples)
-    raise AssertionError("gre_replica_restarts_total is missing from /metrics")
+    raise AssertionError(f"{family_name}_total is missing from /metrics")
 
 
 def assert_unharmed(server: Server, tmpdir: Path) -> None:
-    """The next valid request succeeds, every replica is up and none ever restarted, nothing
-    was left in the server's TMPDIR, and the server logged no traceback."""
+    """The next valid request succeeds, every replica is up and none (nor any HTTP worker)
+    ever restarted, nothing was left in the server's TMPDIR, and the server logged no
+    traceback."""
     with server.client() as client:
         assert client.post("/api/classify", content=cat_jpeg()).status_code == 200
         ready = client.get("/readyz").json()["replicas"]
     assert ready["ready"] == ready["total"] == 1
     assert replica_restarts(server) == 0
+    assert replica_restarts(server, "gre_http_worker_restarts") == 0
     assert sorted(p.name for p in tmpdir.iterdir()) == []
     assert "Traceback" not in server.output()

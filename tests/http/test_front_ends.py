@@ -1,0 +1,87 @@
+"""The primary's half of the worker bridge in-process: a bridged request's ``receive`` and
+``send`` against a worker stand-in that records what would cross the socketpair. No
+processes, no sockets, no sleeps; tests/http/test_workers.py runs the real thing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from gre.http import bridge
+from gre.http.front_ends import BridgedRequest, WorkerProcess
+
+
+class RecordingWorker(WorkerProcess):
+    """A worker whose bridge is a list of the messages the primary wrote."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.sent: list[tuple[Any, ...]] = []
+
+    def write(self, message: tuple[Any, ...]) -> None:
+        self.sent.append(message)
+
+
+def bridged(body: bytes, more: bool) -> tuple[RecordingWorker, BridgedRequest]:
+    worker = RecordingWorker()
+    chunk = {"type": "http.request", "body": body, "more_body": more}
+    request = BridgedRequest(worker, 7, deque([chunk]), more)
+    worker.requests[7] = request
+    return worker, request
+
+
+async def test_a_whole_body_is_read_without_asking_and_a_whole_answer_is_one_message() -> None:
+    worker, request = bridged(b"image", more=False)
+    assert await request.receive() == {"type": "http.request", "body": b"image", "more_body": False}
+    headers = [(b"content-type", b"application/json")]
+    await request.send({"type": "http.response.start", "status": 200, "headers": headers})
+    assert worker.sent == []  # the start waits for the body
+    await request.send({"type": "http.response.body", "body": b"[]"})
+    assert worker.sent == [(bridge.RESPONSE, 7, 200, headers, b"[]")]
+    assert request.done
+    assert await request.receive() == {"type": "http.disconnect"}  # answered: the cycle ends
+    await request.send({"type": "http.response.body", "body": b"late"})
+    assert len(worker.sent) == 1  # nothing after the end
+
+
+async def test_the_rest_of_a_body_is_pulled_once_per_chunk_as_the_app_reads() -> None:
+    worker, request = bridged(b"ab", more=True)
+    assert (await request.receive())["body"] == b"ab"
+    assert worker.sent == []  # nothing asked before the app wants more
+    reading = asyncio.ensure_future(request.receive())
+    await asyncio.sleep(0)
+    assert worker.sent == [(bridge.MORE, 7)]
+    # What FrontEnds._read does with the worker's BODY reply:
+    request.chunks.append({"type": "http.request", "body": b"cd", "more_body": False})
+    request.more_body, request.asked = False, False
+    request.wake()
+    assert (await reading)["body"] == b"cd"
+    assert worker.sent == [(bridge.MORE, 7)]  # asked once
+
+
+async def test_a_streamed_answer_is_a_start_then_its_chunks() -> None:
+    worker, request = bridged(b"", more=False)
+    await request.send({"type": "http.response.start", "status": 200, "headers": []})
+    await request.send({"type": "http.response.body", "body": b"<ht", "more_body": True})
+    await request.send({"type": "http.response.body", "body": b"ml>", "more_body": False})
+    assert worker.sent == [
+        (bridge.START, 7, 200, []),
+        (bridge.CHUNK, 7, b"<ht", True),
+        (bridge.CHUNK, 7, b"ml>", False),
+    ]
+    assert request.done
+
+
+async def test_a_lost_client_reads_as_a_disconnect_and_calls_its_watch_back() -> None:
+    worker, request = bridged(b"ab", more=True)
+    await request.receive()
+    called: list[str] = []
+    request.watch.callback = lambda: called.append("lost")
+    reading = asyncio.ensure_future(request.receive())
+    await asyncio.sleep(0)
+    request.lost()  # GONE from the worker, or the worker died
+    assert await reading == {"type": "http.disconnect"}
+    assert await request.receive() == {"type": "http.disconnect"}  # and from then on
+    assert called == ["lost"]
+    assert worker.sent == [(bridge.MORE, 7)]
