@@ -6,8 +6,8 @@ gre's application for it.
 ``python -c "from gre.http.worker import main; main()" BRIDGE_FD`` (started by
 :class:`gre.http.front_ends.FrontEnds`); the first message on the bridge is its
 :class:`WorkerSpec`. It exits when the primary says ``STOP`` (after the drain) or when the
-bridge closes (the primary is gone); SIGINT and SIGTERM are the primary's to act on, as for
-replicas.
+bridge closes (the primary is gone); SIGINT, SIGTERM and SIGHUP are the primary's to act on,
+as for replicas.
 """
 
 from __future__ import annotations
@@ -236,4 +236,5 @@ def main() -> None:
     """Entry point: ``argv[1]`` the bridge socket's descriptor."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the primary drains, then says STOP
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the primary's
     uvloop.run(serve(socket.socket(fileno=int(sys.argv[1]))))
