@@ -204,8 +204,11 @@ class Harness:
         self.server_state = ServerState()
         self.server_state.default_headers = list(DEFAULT_HEADERS)
 
-    def connect(self) -> tuple[LimitedHttpProtocol, MockTransport]:
-        """A new connection, as uvicorn's server makes one: its protocol and transport."""
+    def connect(
+        self, transport: MockTransport | None = None
+    ) -> tuple[LimitedHttpProtocol, MockTransport]:
+        """A new connection, as uvicorn's server makes one: its protocol and transport (a
+        :class:`MockTransport` unless given)."""
         protocol_cls = self.config.http_protocol_class
         assert issubclass(protocol_cls, LimitedHttpProtocol)
         protocol = protocol_cls(
@@ -214,7 +217,7 @@ class Harness:
             app_state={},
             _loop=self.loop,  # type: ignore[arg-type]
         )
-        transport = MockTransport()
+        transport = transport or MockTransport()
         protocol.connection_made(transport)  # type: ignore[arg-type]
         return protocol, transport
 
@@ -843,13 +846,8 @@ def test_a_cut_off_connection_lingers_reading_before_it_closes() -> None:
     """Answered, then FIN, then LINGER_S of reading and dropping before the close: a client
     still sending gets no RST, which could destroy the answer before it reads it."""
     server = Harness()
-    protocol_cls = server.config.http_protocol_class
-    protocol = protocol_cls(
-        config=server.config, server_state=server.server_state, app_state={},
-        _loop=server.loop,  # type: ignore[arg-type]
-    )  # fmt: skip
     transport = HalfClosingTransport()
-    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol, _ = server.connect(transport)
     protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaa")
     server.loop.fire(protocol, HEAD_TIMEOUT_S)
     assert transport.buffer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
