@@ -330,7 +330,18 @@ async def test_disconnected_client_is_dropped_from_the_queue(tmp_path: Path, wor
             busy = [
                 asyncio.ensure_future(client.post("/api/classify", content=cat)) for _ in range(8)
             ]
-            await asyncio.sleep(0.05)  # the eight are queued ahead
+
+            async def until_accounted(count: int) -> None:
+                """Until ``count`` requests are queued, running or answered."""
+                for _ in range(600):
+                    queue = (await client.get("/api/model")).json()["queue"]
+                    done = sum(f.done() for f in busy)
+                    if queue["waiting"] + queue["in_flight"] + done >= count:
+                        return
+                    await asyncio.sleep(0.01)
+                pytest.fail(f"never {count} requests queued: {queue}")
+
+            await until_accounted(8)  # the eight are queued ahead (not a guess on a busy box)
             _, writer = await asyncio.open_connection(host, int(port))
             writer.write(
                 b"POST /api/classify HTTP/1.1\r\nHost: x\r\n"
@@ -338,7 +349,8 @@ async def test_disconnected_client_is_dropped_from_the_queue(tmp_path: Path, wor
                 + cat
             )
             await writer.drain()
-            await asyncio.sleep(0.02)
+            await until_accounted(9)
+            assert sum(f.done() for f in busy) < 7, "the eight were answered too soon to test"
             writer.close()  # gone while queued behind the eight
             assert [r.status_code for r in await asyncio.gather(*busy)] == [200] * 8
             await asyncio.sleep(0.5)
