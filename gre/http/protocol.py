@@ -66,6 +66,10 @@ LINGER_S = 2.0
 
 #: The scope extension under which each request's :class:`LostConnection` is found.
 LOST_CONNECTION = "gre.lost_connection"
+#: The scope extension under which each request has a ``() -> bool``: whether ``receive()``
+#: would answer at once (body bytes have arrived, or the body is complete), so that an HTTP
+#: worker can hand a request on without waiting for a body that may never come.
+BODY_READY = "gre.body_ready"
 
 
 class LostConnection:
@@ -200,6 +204,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self.cycle is not previous:  # not an upgrade: a new request
             extensions: dict[str, Any] = self.cycle.scope.setdefault("extensions", {})
             extensions[LOST_CONNECTION] = LostConnection()
+            cycle = self.cycle
+            extensions[BODY_READY] = lambda: bool(cycle.body) or not cycle.more_body
             if declared:
                 self._hold(declared)
 

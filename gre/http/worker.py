@@ -30,7 +30,13 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gre.http import bridge
 from gre.http.budget import BodyBudget
-from gre.http.protocol import LOST_CONNECTION, Limits, LostConnection, limited_protocol
+from gre.http.protocol import (
+    BODY_READY,
+    LOST_CONNECTION,
+    Limits,
+    LostConnection,
+    limited_protocol,
+)
 from gre.logs import configure_logging
 from gre.replicas import wire
 
@@ -103,15 +109,21 @@ class BridgeApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # lifespan is the primary's; no WebSockets
-        first = await receive()
-        if first["type"] == "http.disconnect":
-            return
+        ready = scope.get("extensions", {}).get(BODY_READY)
+        if ready is None or ready():
+            first = await receive()  # at once: what has arrived rides with the head
+            if first["type"] == "http.disconnect":
+                return
+            body, more = first.get("body", b""), first.get("more_body", False)
+        else:
+            # Nothing of the body yet: hand the head on now, so the primary can refuse it
+            # (a full queue) before the upload, as one process does; it pulls the body.
+            body, more = b"", True
         rid = next(self._ids)
         mailbox = self.requests[rid] = _Mailbox()
         watch = scope.get("extensions", {}).get(LOST_CONNECTION)
         if isinstance(watch, LostConnection):
             watch.callback = lambda: self.write((bridge.GONE, rid))
-        body, more = first.get("body", b""), first.get("more_body", False)
         self.write((bridge.HEAD, rid, bridge.portable_scope(scope), body, more))
         try:
             await self._relay(rid, mailbox, receive, send)

@@ -241,9 +241,17 @@ def test_unknown_path_and_wrong_method(server: Server) -> None:
     assert (wrong.status_code, wrong.json()["error"]) == (405, "method_not_allowed")
 
 
-async def test_overload_gives_503_with_retry_after(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_overload_gives_503_with_retry_after(tmp_path: Path, workers: int) -> None:
     cat = shared("images/cat.jpg").read_bytes()
-    settings = ("--set", "max_queue_size=2", "--set", "max_batch_size=1")
+    settings = (
+        "--set",
+        "max_queue_size=2",
+        "--set",
+        "max_batch_size=1",
+        "--set",
+        f"workers={workers}",
+    )
     with running_server(tmp_path, *settings) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             burst = await asyncio.gather(
@@ -290,9 +298,11 @@ async def test_deadline_while_queued_is_504(tmp_path: Path) -> None:
         }
 
 
-async def test_a_full_queue_refuses_before_reading_the_body(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_full_queue_refuses_before_reading_the_body(tmp_path: Path, workers: int) -> None:
     cat = shared("images/cat.jpg").read_bytes()
-    with running_server(tmp_path, *STOPPABLE, "--set", "max_queue_size=1") as server:
+    settings = (*STOPPABLE, "--set", "max_queue_size=1", "--set", f"workers={workers}")
+    with running_server(tmp_path, *settings) as server:
         host, port = server.url.removeprefix("http://").split(":")
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             with replica_stopped(server):

@@ -25,6 +25,7 @@ from uvicorn.server import ServerState
 import gre.http.protocol
 from gre.http.budget import BodyBudget
 from gre.http.protocol import (
+    BODY_READY,
     LOST_CONNECTION,
     LimitedHttpProtocol,
     Limits,
@@ -857,3 +858,25 @@ def test_a_cut_off_connection_lingers_reading_before_it_closes() -> None:
     (linger,) = [t for t in server.loop.timers if t.delay == gre.http.protocol.LINGER_S]
     linger.fire()
     assert transport.closed
+
+
+def body_ready(protocol: LimitedHttpProtocol) -> bool:
+    """The current request's BODY_READY answer."""
+    extensions: dict[str, Any] = protocol.cycle.scope["extensions"]
+    answer: bool = extensions[BODY_READY]()
+    return answer
+
+
+async def test_each_request_says_whether_its_body_has_begun() -> None:
+    """BODY_READY: an HTTP worker hands a head on at once when no body byte has come. Asked
+    before the application's task has run, as the worker asks it first."""
+    server = Harness()
+    (waiting, _), (started, _), (bodiless, _) = (server.connect() for _ in range(3))
+    waiting.data_received(post(10))
+    started.data_received(post(10, b"part"))
+    bodiless.data_received(GET)
+    assert [body_ready(p) for p in (waiting, started, bodiless)] == [False, True, True]
+    waiting.data_received(b"0123456789")
+    assert body_ready(waiting) is True
+    started.data_received(b"012345")
+    await server.loop.finish()

@@ -139,7 +139,9 @@ async def test_a_killed_worker_is_replaced_and_loses_only_its_own_requests(
                 pytest.fail("the requests never all waited in the queue")
             os.kill(victim, signal.SIGKILL)
             results = await asyncio.gather(*sent)
-            served = (await watcher.get("/api/model")).json()["batches_by_size"]
+        # A new connection: the watcher's own may have been the dead worker's.
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as after:
+            served = (await after.get("/api/model")).json()["batches_by_size"]
     finally:
         for client in clients:
             await client.aclose()
