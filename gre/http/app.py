@@ -36,6 +36,7 @@ from gre.http.request_parts import (
     ClientGone,
     access_log,
     account,
+    account_completed,
     parse_timeout,
     read_body,
     refusal,
@@ -45,7 +46,6 @@ from gre.http.request_parts import (
     wait_for_answer,
 )
 from gre.http.ui import ui_routes
-from gre.messages import ItemError
 from gre.model.imaging import ImageError, check_image
 from gre.service import Service
 
@@ -150,17 +150,7 @@ async def _serve_image(
         raise refusal(exc) from None
     except ClientGone:
         return Response(status_code=499)  # never sent: nobody is listening
-    record.update(
-        batch_size=completed.batch_size,
-        replica=completed.replica,
-        queue_ms=round(completed.queue_ms, 3),
-        preprocess_ms=round(completed.preprocess_ms, 3),
-        inference_ms=round(completed.inference_ms, 3),
-    )
-    service.metrics.queue_duration.observe(completed.queue_ms / 1e3)
-    if isinstance(completed.outcome, ItemError):
-        error = completed.outcome
-        raise ApiError(ErrorCode(error.code), error.message)
+    account_completed(service, record, completed)
     return JSONResponse(
         reply(service, completed), headers={"Server-Timing": server_timing(completed)}
     )

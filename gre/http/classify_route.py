@@ -30,6 +30,7 @@ from gre.http.request_parts import (
     ClientGone,
     access_log,
     account,
+    account_completed,
     refusal,
     request_id_of,
     server_timing,
@@ -37,7 +38,6 @@ from gre.http.request_parts import (
     top_k_of,
     wait_for_answer,
 )
-from gre.messages import ItemError
 from gre.model.imaging import ImageError, check_image
 from gre.service import Service
 
@@ -121,17 +121,7 @@ class ClassifyRoute:
             completed = await wait_for_answer(scope, receive, service, pending)
         except (QueueFull, ShuttingDown, ReplicaError, DeadlineExceeded) as exc:
             raise refusal(exc) from None
-        record.update(
-            batch_size=completed.batch_size,
-            replica=completed.replica,
-            queue_ms=round(completed.queue_ms, 3),
-            preprocess_ms=round(completed.preprocess_ms, 3),
-            inference_ms=round(completed.inference_ms, 3),
-        )
-        service.metrics.queue_duration.observe(completed.queue_ms / 1e3)
-        if isinstance(completed.outcome, ItemError):
-            error = completed.outcome
-            raise ApiError(ErrorCode(error.code), error.message)
+        account_completed(service, record, completed)
         content = _encode(service.answer(completed)).encode()
         await send(
             {

@@ -19,6 +19,7 @@ from gre.batching.queue import Pending
 from gre.batching.scheduler import Completed
 from gre.http.errors import ApiError, ErrorCode, new_request_id
 from gre.http.protocol import LOST_CONNECTION, LostConnection
+from gre.messages import ItemError
 from gre.service import Service
 
 access_log = logging.getLogger("gre.access")
@@ -101,6 +102,26 @@ async def _wait_watching_receive(receive: Receive, service: Service, pending: Pe
         disconnect.cancel()
         if not answer.done():
             answer.cancel()
+
+
+def account_completed(service: Service, record: dict[str, Any], completed: Completed) -> None:
+    """What an image request's answer adds to its access-log ``record`` and the queue-time
+    metric, once the scheduler has answered it.
+
+    Raises:
+        ApiError: the replica refused the image (its :class:`ItemError`'s code and message).
+    """
+    record.update(
+        batch_size=completed.batch_size,
+        replica=completed.replica,
+        queue_ms=round(completed.queue_ms, 3),
+        preprocess_ms=round(completed.preprocess_ms, 3),
+        inference_ms=round(completed.inference_ms, 3),
+    )
+    service.metrics.queue_duration.observe(completed.queue_ms / 1e3)
+    if isinstance(completed.outcome, ItemError):
+        error = completed.outcome
+        raise ApiError(ErrorCode(error.code), error.message)
 
 
 def server_timing(completed: Completed) -> str:
