@@ -45,14 +45,15 @@ MAX_JPEG_SEGMENTS = 1000
 #: 16 MiB of 12-byte chunks in Python would hold a replica's decode thread for a second.
 MAX_PNG_CHUNKS = 100_000
 
-_FILL_BYTES = re.compile(rb"\xff+")
+#: A run of 0xFF fill bytes, which may precede any JPEG marker.
+FILL_BYTES = re.compile(rb"\xff+")
 _SCAN_WINDOW = 1 << 20
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Samples per pixel by PNG colour type: gray, RGB, palette, gray + alpha, RGBA.
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
-# SOFn markers: frame headers. C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not.
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: SOFn markers: frame headers. C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not.
+SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Differential (hierarchical) frames, which libjpeg-turbo does not decode.
 _HIERARCHICAL_SOF = frozenset({0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF})
 
@@ -158,7 +159,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     """
     pos = 2
     for _ in range(MAX_JPEG_SEGMENTS):
-        fill = _FILL_BYTES.match(data, pos)
+        fill = FILL_BYTES.match(data, pos)
         if fill is None:
             if pos >= len(data):
                 break
@@ -171,7 +172,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
             pos += 2
             continue
         (length,) = struct.unpack_from(">H", data, pos + 2)
-        if marker in _SOF_MARKERS:
+        if marker in SOF_MARKERS:
             if pos + 9 > len(data):
                 break
             precision = data[pos + 4]
