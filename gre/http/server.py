@@ -34,6 +34,7 @@ from gre.http.budget import BodyBudget
 from gre.http.front_ends import FrontEnds
 from gre.http.protocol import Limits, limited_protocol
 from gre.notify import SystemdNotifier
+from gre.replicas.plan import http_workers
 from gre.service import ReloadError, Service
 
 log = logging.getLogger("gre.http.server")
@@ -175,8 +176,12 @@ def build_server(config: Config, reload_config: Callable[[], Config] | None = No
         backlog=server.backlog,
     )
     gre_server = GreServer(uvicorn_config, service)
-    if server.workers > 1:
-        gre_server.front_ends = FrontEnds(server, app, service.metrics)
+    workers = http_workers(server.workers, service.plans)
+    if server.workers == 0:
+        log.info("server.workers = 0: %d HTTP worker process(es) for this plan", workers)
+    if workers > 1:
+        resolved = server.model_copy(update={"workers": workers})
+        gre_server.front_ends = FrontEnds(resolved, app, service.metrics)
     return gre_server
 
 

@@ -95,6 +95,27 @@ def plan_replicas(
     return plans
 
 
+#: Most HTTP workers ``server.workers = 0`` starts (each is a Python process of ~60 MB).
+MAX_AUTO_WORKERS = 16
+
+
+def http_workers(requested: int, plans: list[ReplicaPlan], cores: int | None = None) -> int:
+    """``server.workers``, with 0 resolved: half the cores the replicas leave, at least 1
+    and at most :data:`MAX_AUTO_WORKERS`.
+
+    A CPU replica claims its compute threads (by default the cores are shared among the CPU
+    replicas, so nothing is left: 1 worker); a GPU replica claims one core for its own
+    process. Of the rest, half parse HTTP and half are left to the replicas' decode threads,
+    which are sized to every core and share them (on a 16-core machine with one GPU replica:
+    7 workers). ``cores``: default ``os.cpu_count()``.
+    """
+    if requested:
+        return requested
+    cores = cores or os.cpu_count() or 1
+    claimed = sum(plan.threads if not plan.device.is_gpu else 1 for plan in plans)
+    return max(1, min(MAX_AUTO_WORKERS, (cores - claimed) // 2))
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where the replicas run: the GPUs NVML found, why NVML is unusable (``None`` if it

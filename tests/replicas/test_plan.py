@@ -63,3 +63,19 @@ def test_decode_threads_default_to_the_cores_shared_among_all_replicas(
     assert {p.decode_threads for p in tiny} == {1}  # never 0
     fixed = plan_replicas(ReplicasConfig(decode_threads=3), GPUS[:1], None, "torch", True)
     assert [p.decode_threads for p in fixed] == [3]
+
+
+def test_http_workers_auto_takes_half_the_cores_the_replicas_leave() -> None:
+    from gre.replicas.plan import MAX_AUTO_WORKERS, ReplicaPlan, http_workers
+
+    gpu = [ReplicaPlan(0, Device.gpu(0), 0, 16)]
+    two_gpus = [*gpu, ReplicaPlan(1, Device.gpu(1), 0, 8)]
+    cpu = plan_replicas(ReplicasConfig(devices="cpu"), [], "no NVML", "opencv", False)
+    assert http_workers(0, gpu, cores=16) == 7  # 15 left: 7 parse, 8 decode
+    assert http_workers(0, two_gpus, cores=16) == 7
+    assert http_workers(0, cpu, cores=2) == 1  # CPU replicas take every core by default
+    assert http_workers(0, gpu, cores=2) == 1
+    assert http_workers(0, gpu, cores=256) == MAX_AUTO_WORKERS
+    assert http_workers(3, cpu, cores=2) == 3  # a number is kept as it is
+    small = [ReplicaPlan(0, Device.cpu(), 2, 2)]
+    assert http_workers(0, small, cores=16) == 7  # cpu_threads = 2 leaves 14
