@@ -95,6 +95,11 @@ class PreprocessConfig(_Section):
     #: anti-aliasing, then bilinear) in float32 with OpenCV and NumPy, within 1e-4 levels of
     #: pycaffe; about 7 ms instead of 0.4 ms for a 480x360 photo.
     resize_method: Literal["opencv", "caffe"] = "opencv"
+    #: Where JPEGs decode: ``"cpu"`` (OpenCV's libjpeg-turbo in the replica's decode
+    #: threads) or ``"gpu"`` (the torch engine only: nvJPEG through torchvision, one batched
+    #: call per batch, then squash and crop on the device; other formats, CMYK, lossless and
+    #: arithmetic JPEG decode on the CPU). Needs a 3-channel net and resize_method "opencv".
+    decode: Literal["cpu", "gpu"] = "cpu"
 
 
 class BatchingConfig(_Section):
@@ -141,8 +146,9 @@ class ServerConfig(_Section):
     port: int = Field(default=8000, ge=0, le=65535)
     #: HTTP worker processes sharing the port (1: this process serves HTTP itself). With
     #: more, they parse HTTP on every core and hand each request to this process, whose one
-    #: batcher keeps batches whole (README "How it works").
-    workers: int = Field(default=1, ge=1, le=256)
+    #: batcher keeps batches whole (README "How it works"). 0: half the cores the replicas
+    #: leave (gre.replicas.plan.http_workers), at least 1: 1 with CPU replicas.
+    workers: int = Field(default=0, ge=0, le=256)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
     #: Body bytes all requests together may hold (declared or received, until answered);
     #: beyond it, 503 ``too_many_bytes``. Bounds what uploads can make the front end hold.

@@ -9,7 +9,7 @@ from gre.config import Config
 from gre.model.engines.choice import runtime_fits_driver, torch_build
 from gre.model.loader import load_model
 from gre.replicas.gpus import GpuInfo
-from gre.replicas.plan import discover_and_plan
+from gre.replicas.plan import discover_and_plan, http_workers
 
 
 def compatibility(gpu: GpuInfo, engine: str) -> str:
@@ -33,6 +33,15 @@ def compatibility(gpu: GpuInfo, engine: str) -> str:
     )
 
 
+def decoder(decode: str, on_gpu: bool) -> str:
+    """Which decoder a replica's JPEGs go through: ``"opencv"`` (``decode = "cpu"``),
+    ``"nvjpeg"`` (``"gpu"`` on a GPU) or ``"torchvision-cpu"`` (``"gpu"`` on a CPU replica:
+    torchvision's libjpeg-turbo, the same code path)."""
+    if decode != "gpu":
+        return "opencv"
+    return "nvjpeg" if on_gpu else "torchvision-cpu"
+
+
 def describe(config: Config) -> dict[str, Any]:
     """Facts for ``gre info`` as a JSON-ready dict.
 
@@ -43,6 +52,7 @@ def describe(config: Config) -> dict[str, Any]:
     model = load_model(config)
     placement = discover_and_plan(config.replicas, config.model.engine)
     engine, precision = placement.engine, config.model.precision
+    decode = config.preprocess.decode
     return {
         "model": {
             "name": model.name,
@@ -63,10 +73,12 @@ def describe(config: Config) -> dict[str, Any]:
                 "threads": p.threads,
                 "engine": engine,
                 "precision": precision,
+                "decoder": decoder(decode, p.device.is_gpu),
             }
             for p in placement.plans
         ],
         "batching": config.batching.model_dump(),
+        "http_workers": http_workers(config.server.workers, placement.plans),
     }
 
 
@@ -91,8 +103,10 @@ def render(facts: dict[str, Any]) -> str:
         threads = f", {replica['threads']} threads" if replica["threads"] else ""
         lines.append(
             f"replica {replica['index']} on {replica['device']}{threads}: "
-            f"{replica['engine']} engine, {replica['precision']}"
+            f"{replica['engine']} engine, {replica['precision']}, "
+            f"decoded by {replica['decoder']}"
         )
+    lines.append(f"HTTP      {facts['http_workers']} worker process(es) (server.workers)")
     batching = facts["batching"]
     lines.append(
         f"batching  max_batch_size {batching['max_batch_size']}, max_queue_delay_ms "

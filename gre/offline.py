@@ -36,11 +36,15 @@ def build_classifier(config: Config, model: Model | None = None) -> Classifier:
             len(model.labels or ()) or 1000,
             precision=config.model.precision,
         )
+        return Classifier(
+            engine,
+            model.preprocessor,
+            config.model.apply_softmax,
+            config.replicas.decode_threads,
+            decode=config.preprocess.decode,
+        )
     except (ModelError, EngineError) as exc:
         raise StartupError(str(exc)) from exc
-    return Classifier(
-        engine, model.preprocessor, config.model.apply_softmax, config.replicas.decode_threads
-    )
 
 
 def classify_files(

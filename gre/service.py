@@ -21,6 +21,7 @@ from gre.batching.scheduler import Admission, Completed, Scheduler
 from gre.config import Config, ConfigError
 from gre.messages import BatchResult, Prediction, Ready, ReplicaSpec
 from gre.metrics import GpuCollector, Metrics, ReplicaCollector
+from gre.model.engines.choice import decode_problem
 from gre.model.labels import answer
 from gre.model.loader import Model, ModelError, load_model
 from gre.model.version import ModelVersion, model_version
@@ -184,6 +185,9 @@ class Service:
             version = model_version(config.model.deploy, config.model.weights)
         except (ModelError, PlanError, OSError) as exc:
             raise StartupError(str(exc)) from exc
+        problem = decode_problem(config.preprocess.decode, placement.engine)
+        if problem:
+            raise StartupError(problem)
         specs = [self._spec(config, model, plan, number) for plan in plans]
         num_classes = len(model.labels) if model.labels else None
         generation = Generation(number, config, model, plans, specs, version, num_classes)

@@ -51,10 +51,21 @@ def test_info_reports_model_devices_and_plan() -> None:
     assert [r["device"] for r in facts["replicas"]] == ["cpu", "cpu"]
     assert [r["engine"] for r in facts["replicas"]] == ["opencv", "opencv"]  # auto, no GPU
     assert facts["model"]["precision"] == "fp32"
+    assert facts["http_workers"] == 1  # workers = 0: CPU replicas leave no core
+    assert json.loads(gre("info", "--json", "--set", "workers=3").stdout)["http_workers"] == 3
     text = gre("info").stdout
     assert "replica 0 on cpu" in text
-    assert "opencv engine, fp32" in text
+    assert "opencv engine, fp32, decoded by opencv" in text
     assert "NVML" in text
+    device_decode = gre("info", "--json", "--set", "engine=torch", "--set", "decode=gpu")
+    assert json.loads(device_decode.stdout)["replicas"][0]["decoder"] == "torchvision-cpu"
+
+
+def test_gpu_decode_with_an_engine_that_cannot_exits_2_before_any_replica_starts() -> None:
+    result = gre("serve", "--set", "decode=gpu", "--port", "1")  # auto: opencv on the CPU
+    assert result.returncode == 2
+    assert 'preprocess.decode = "gpu" needs the torch engine' in result.stderr
+    assert "failed to start" not in result.stderr  # refused in the front end
 
 
 def test_config_errors_exit_2_with_the_key_and_path(tmp_path: Path) -> None:

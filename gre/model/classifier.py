@@ -19,7 +19,17 @@ import numpy as np
 import numpy.typing as npt
 
 from gre.messages import BatchResult, ItemError, Outcome, Prediction
-from gre.model.engines import BlobShapes, Engine, Output, TakesPixels, unknown_blobs_error
+from gre.model.engines import (
+    BlobShapes,
+    CropDecoder,
+    DecodesOnDevice,
+    DeviceCrops,
+    Engine,
+    EngineError,
+    Output,
+    TakesPixels,
+    unknown_blobs_error,
+)
 from gre.model.imaging import ImageError, decode_bgr
 from gre.model.preprocess import Pixels, Preprocessor
 
@@ -60,6 +70,13 @@ class Classifier:
         apply_softmax: turn the output blob (logits) into probabilities.
         decode_threads: threads that decode and preprocess (cv2 releases the GIL); 0: one
             per core (``os.cpu_count()``), for a classifier alone in its process.
+        decode: ``preprocess.decode``: ``"cpu"`` (OpenCV, in the decode threads) or ``"gpu"``
+            (JPEGs batched into the engine's device, the rest on the decode threads; for
+            classify batches: a batch that asks for blobs decodes on the CPU).
+
+    Raises:
+        EngineError: ``decode = "gpu"`` with an engine that cannot decode on its device, or
+            without its decoder (torchvision).
     """
 
     def __init__(
@@ -68,10 +85,19 @@ class Classifier:
         preprocessor: Preprocessor,
         apply_softmax: bool,
         decode_threads: int,
+        decode: str = "cpu",
     ) -> None:
         self.engine = engine
         self.preprocessor = preprocessor
         self.apply_softmax = apply_softmax
+        self._device_decoder: CropDecoder | None = None
+        if decode == "gpu":
+            if not isinstance(engine, DecodesOnDevice):
+                raise EngineError(
+                    f'preprocess.decode = "gpu" needs engine = "torch"; the {engine.name} '
+                    'engine decodes on the CPU (set decode = "cpu")'
+                )
+            self._device_decoder = engine.device_decoder(preprocessor)
         self._threads = decode_threads or os.cpu_count() or 1
         # The calling thread decodes too: the pool holds the other threads.
         self._pool = ThreadPoolExecutor(max(1, self._threads - 1), thread_name_prefix="gre-decode")
@@ -101,6 +127,22 @@ class Classifier:
             return None
 
         return self._fill(batch, self._each(len(images), one))
+
+    @property
+    def decodes_on_device(self) -> bool:
+        """Whether classify batches decode on the engine's device (``decode = "gpu"``)."""
+        return self._device_decoder is not None
+
+    def prepare_crops(self, images: Sequence[bytes]) -> tuple[DeviceCrops, list[Outcome | None]]:
+        """As :meth:`prepare_pixels`, the JPEGs decoded on the engine's device: the crops stay
+        there (``decode = "gpu"`` only).
+
+        Raises:
+            RuntimeError: this classifier decodes on the CPU.
+        """
+        if self._device_decoder is None:
+            raise RuntimeError('prepare_crops needs preprocess.decode = "gpu"')
+        return self._device_decoder.crops(images, self.prepare_pixels)
 
     def prepare_pixels(self, images: Sequence[bytes]) -> tuple[Pixels, list[Outcome | None]]:
         """As :meth:`prepare`, but stops before the arithmetic: ``(M, C, H, W)`` crops of
@@ -185,9 +227,14 @@ class Classifier:
         asks_blobs = any(wanted[i] for i in todo)
         on_device = not asks_blobs and isinstance(self.engine, TakesPixels)
         chosen = [images[i] for i in todo]
-        batch, prepared_outcomes = (
-            self.prepare_pixels(chosen) if on_device else self.prepare(chosen)
-        )
+        crops: DeviceCrops | None = None
+        if on_device and self._device_decoder is not None:
+            crops, prepared_outcomes = self.prepare_crops(chosen)
+            batch: Any = crops
+        else:
+            batch, prepared_outcomes = (
+                self.prepare_pixels(chosen) if on_device else self.prepare(chosen)
+            )
         outcomes: list[Outcome | None] = list(refused)
         for i, outcome in zip(todo, prepared_outcomes, strict=True):
             outcomes[i] = outcome
@@ -198,6 +245,10 @@ class Classifier:
             probabilities = np.empty((0, 0), np.float32)
         elif names:
             output, features = self.engine.forward_blobs(batch, names)
+            probabilities = softmax(output) if self.apply_softmax else output
+        elif crops is not None:
+            assert isinstance(self.engine, DecodesOnDevice)
+            output = self.engine.forward_crops(crops, self.preprocessor.normalization)
             probabilities = softmax(output) if self.apply_softmax else output
         elif on_device:
             assert isinstance(self.engine, TakesPixels)

@@ -17,6 +17,7 @@ import socket
 import sys
 import traceback
 
+import cv2
 import numpy as np
 
 from gre.config import PreprocessConfig
@@ -51,7 +52,17 @@ def warm_up(classifier: Classifier, max_batch_size: int) -> int:
                 f"engine, warm-up): set batching.max_batch_size below {size} (it is "
                 f"{max_batch_size}); {type(exc).__name__}: {exc}"
             ) from exc
+    if classifier.decodes_on_device:
+        # nvJPEG's handles and buffers, and any error of the device decoder, at start-up.
+        classifier.prepare_crops([warm_up_jpeg()] * max_batch_size)
     return int(output.shape[1])
+
+
+def warm_up_jpeg() -> bytes:
+    """A 16 x 16 baseline JPEG (mid-gray) for the device decoder's warm-up."""
+    ok, encoded = cv2.imencode(".jpg", np.full((16, 16, 3), 128, dtype=np.uint8))
+    assert ok
+    return bytes(encoded)
 
 
 def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
@@ -91,8 +102,11 @@ def serve(sock: socket.socket) -> int:
             spec.num_classes,
             spec.precision,
         )
-        preprocessor = Preprocessor.build(PreprocessConfig(**spec.preprocess), spec.input_shape)
-        classifier = Classifier(engine, preprocessor, spec.apply_softmax, spec.decode_threads)
+        preprocess = PreprocessConfig(**spec.preprocess)
+        preprocessor = Preprocessor.build(preprocess, spec.input_shape)
+        classifier = Classifier(
+            engine, preprocessor, spec.apply_softmax, spec.decode_threads, preprocess.decode
+        )
         num_classes = warm_up(classifier, spec.max_batch_size)
         blobs = tuple(classifier.blob_shapes().items())
     except Exception as exc:

@@ -111,11 +111,15 @@ def build_classifier_on(config: Config, model: Model, device: Device, threads: i
             len(model.labels or ()) or 1000,
             precision=config.model.precision,
         )
+        return Classifier(
+            engine,
+            model.preprocessor,
+            config.model.apply_softmax,
+            config.replicas.decode_threads,
+            decode=config.preprocess.decode,
+        )
     except EngineError as exc:
         raise StartupError(f"{device}: {exc}") from exc
-    return Classifier(
-        engine, model.preprocessor, config.model.apply_softmax, config.replicas.decode_threads
-    )
 
 
 def classify_batch(

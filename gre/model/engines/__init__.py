@@ -7,15 +7,16 @@ torch engine on a GPU and opencv on the CPU (:mod:`gre.model.engines.choice` say
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from gre.messages import Device
-from gre.model.preprocess import Normalization, Pixels
+from gre.messages import Device, Outcome
+from gre.model.preprocess import Normalization, Pixels, Preprocessor
 
 Batch = npt.NDArray[np.float32]
 Output = npt.NDArray[np.float32]
@@ -78,6 +79,52 @@ class TakesPixels(Protocol):
         Raises:
             EngineError: as :meth:`Engine.forward`.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class DeviceCrops:
+    """``(M, C, H, W) uint8`` crops already on an engine's device, in the net's channel order:
+    ``tensor`` is a ``torch.Tensor``, opaque here so that the classifier needs no torch."""
+
+    tensor: Any
+
+    def __len__(self) -> int:
+        return int(self.tensor.shape[0])
+
+
+#: The classifier's host pipeline, for what a device decoder leaves: encoded images ->
+#: ``(M, C, H, W)`` uint8 crops of those that decoded and, per image, ``None`` or its error.
+HostDecode = Callable[[Sequence[bytes]], tuple[Pixels, list[Outcome | None]]]
+
+
+class CropDecoder(Protocol):
+    """Decodes a batch of encoded images into crops on its engine's device."""
+
+    def crops(
+        self, images: Sequence[bytes], decode_on_host: HostDecode
+    ) -> tuple[DeviceCrops, list[Outcome | None]]:
+        """The crops of the images that decoded, in order, and per image ``None`` or the
+        :class:`gre.messages.ItemError` that kept it out; what the device cannot decode goes
+        through ``decode_on_host``."""
+        ...
+
+
+@runtime_checkable
+class DecodesOnDevice(Protocol):
+    """An engine that can decode JPEGs on its device (``preprocess.decode = "gpu"``): the
+    torch engine, with torchvision's nvJPEG decode."""
+
+    def device_decoder(self, preprocessor: Preprocessor) -> CropDecoder:
+        """A decoder into this engine's device for ``preprocessor``'s net.
+
+        Raises:
+            EngineError: the decoder is not installed, or cannot do this preprocessing.
+        """
+        ...
+
+    def forward_crops(self, crops: DeviceCrops, normalization: Normalization) -> Output:
+        """As :meth:`TakesPixels.forward_pixels`, for crops already on the device."""
         ...
 
 

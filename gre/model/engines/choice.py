@@ -60,3 +60,23 @@ def runtime_fits_driver(runtime: str, driver_cuda: str) -> bool:
     driver, 13.x needs a 13.x driver (>= 580)."""
     major = int(runtime.split(".")[0])
     return int(driver_cuda.split(".")[0]) >= major
+
+
+def decode_problem(decode: str, engine: str) -> str | None:
+    """Why ``preprocess.decode`` cannot run with the resolved ``engine`` in this installation
+    (checked in the front end, before any replica starts), or ``None``: ``"gpu"`` needs the
+    torch engine and torchvision (its nvJPEG decode)."""
+    if decode != "gpu":
+        return None
+    if engine != "torch":
+        return (
+            f'preprocess.decode = "gpu" needs the torch engine, and the replicas would run '
+            f'{engine} (engine = "auto" picks opencv on the CPU): set engine = "torch" or '
+            'decode = "cpu"'
+        )
+    if importlib.util.find_spec("torchvision") is None:
+        return (
+            'preprocess.decode = "gpu" needs torchvision (nvJPEG), which is not installed: '
+            "`make setup` installs the build that matches torch (scripts/install-torch.sh)"
+        )
+    return None

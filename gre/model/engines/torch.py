@@ -32,7 +32,7 @@ import importlib.util
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from gre.messages import Device
 from gre.model.engines import (
     Batch,
     BlobShapes,
+    DeviceCrops,
     EngineError,
     Features,
     Output,
@@ -49,7 +50,10 @@ from gre.model.engines import (
 )
 from gre.model.engines.opencv import power_of_two_chunks
 from gre.model.engines.torch_convert import CaffeModule, convert
-from gre.model.preprocess import Normalization, Pixels
+from gre.model.preprocess import Normalization, Pixels, Preprocessor
+
+if TYPE_CHECKING:
+    from gre.model.engines.torch_decode import DeviceDecoder
 
 #: ``model.precision`` -> the module's dtype.
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -197,14 +201,40 @@ class TorchEngine:
             if self.levers.pinned_memory:
                 host = host.pin_memory()
             on_device = host.to(self._torch_device, non_blocking=self.levers.pinned_memory)
-            x = self._normalize(on_device, normalization)
-            outputs, start = [], 0
-            for size in self.chunk_sizes(x.shape[0]):
-                outputs.append(self._run(x[start : start + size]))
-                start += size
-            result = self._to_numpy(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
+            return self._forward_on_device(on_device, normalization)
+
+    def forward_crops(self, crops: DeviceCrops, normalization: Normalization) -> Output:
+        """:meth:`forward_pixels` of crops a :meth:`device_decoder` left on the device.
+
+        Raises:
+            EngineError, torch.OutOfMemoryError: as :meth:`forward_pixels`.
+        """
+        if not len(crops):
+            return np.empty((0, 0), dtype=np.float32)
+        with torch.inference_mode():
+            return self._forward_on_device(crops.tensor, normalization)
+
+    def device_decoder(self, preprocessor: Preprocessor) -> DeviceDecoder:
+        """JPEG decode into this engine's device (``preprocess.decode = "gpu"``; torchvision's
+        libjpeg-turbo on the CPU), to the crops ``preprocessor`` makes.
+
+        Raises:
+            EngineError: torchvision is missing, or ``preprocessor`` is one the device does not
+                reproduce (1 channel, ``resize_method = "caffe"``).
+        """
+        from gre.model.engines.torch_decode import DeviceDecoder
+
+        return DeviceDecoder(preprocessor, self._torch_device)
+
+    def _forward_on_device(self, pixels: Tensor, normalization: Normalization) -> Output:
+        x = self._normalize(pixels, normalization)
+        outputs, start = [], 0
+        for size in self.chunk_sizes(x.shape[0]):
+            outputs.append(self._run(x[start : start + size]))
+            start += size
+        result = self._to_numpy(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
         if np.isnan(result).any():
-            raise self._nan_error(normalization.apply(pixels))
+            raise self._nan_error(normalization.apply(pixels.cpu().numpy()))
         return result
 
     def _normalize(self, pixels: Tensor, normalization: Normalization) -> Tensor:
