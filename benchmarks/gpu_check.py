@@ -1,8 +1,9 @@
 """One command that checks gre on a GPU machine and measures it: set-up, ``gre info`` against
 ``nvidia-smi``, fp32 GPU-vs-CPU parity on every zoo net, fp16/bf16 agreement, engine images/s
 (CaffeNet, GoogLeNet, open_nsfw; each precision, with and without CUDA graphs; batches 1, 8,
-32, 128), the service at saturation under the built-in client, and GRE's own ``hey -c 8`` run
-with CaffeNet beside GRE's 1984.57 req/s on 4x Titan X. Under 8 minutes on an H200 machine.
+32, 128), nvJPEG decode against OpenCV's (pixels, probabilities, images/s), the service at
+saturation under the built-in client, and GRE's own ``hey -c 8`` run with CaffeNet beside
+GRE's 1984.57 req/s on 4x Titan X. Under 8 minutes on an H200 machine.
 
     python3 -m benchmarks.gpu_check [--device gpu|cpu] [--quick] [--out DIR] [--shared DIR]
                                     [--bundle DIR] [--sections NAME ...] [--budget-s 460]
@@ -64,11 +65,12 @@ from benchmarks.gpu_check_setup import prepare_bundle, setup, shared_folder, ski
 #: one section's :data:`~benchmarks.gpu_check_runner.KILL_GRACE_S`): under 8 minutes.
 BUDGETS = {
     "info": 15.0,
-    "weights": 60.0,
+    "weights": 50.0,
     "parity": 50.0,
     "agreement": 40.0,
-    "throughput": 130.0,
-    "service": 75.0,
+    "throughput": 120.0,
+    "decode": 25.0,
+    "service": 70.0,
     "gre_hey": 50.0,
 }
 #: Seconds a section's own budget is short of the runner's, for its start and wind-down.
@@ -77,7 +79,7 @@ CHILD_MARGIN_S = 5.0
 
 def section_function(name: str) -> Callable[[Context, Budget, Figures], None]:
     """The function of section ``name`` (imported here: only a section's process needs it)."""
-    from benchmarks import gpu_check_engines, gpu_check_service
+    from benchmarks import gpu_check_decode, gpu_check_engines, gpu_check_service
 
     functions: dict[str, Callable[[Context, Budget, Figures], None]] = {
         "info": gpu_check_service.info,
@@ -85,6 +87,7 @@ def section_function(name: str) -> Callable[[Context, Budget, Figures], None]:
         "parity": gpu_check_engines.parity,
         "agreement": gpu_check_engines.agreement,
         "throughput": gpu_check_engines.throughput,
+        "decode": gpu_check_decode.decode,
         "service": gpu_check_service.service,
         "gre_hey": gpu_check_service.gre_hey,
     }
@@ -153,6 +156,16 @@ def headline(outcomes: list[Outcome]) -> list[str]:
         best[row["net"]] = max(best.get(row["net"], cell), cell)
     for net, (rate, where) in best.items():
         lines.append(f"throughput {net}: best {rate:.1f} img/s ({where})")
+    for net, found in by.get("decode", {}).get("nets", {}).items():
+        figures, rates = found.get("figures"), found.get("rates", {})
+        if figures:
+            fastest = max((r["device"] / r["host"], b) for b, r in rates.items()) if rates else None
+            speed = f", {fastest[0]:.2f}x the host at batch {fastest[1]}" if fastest else ""
+            lines.append(
+                f"decode gpu {net}: max |d| {figures['max_level_diff']} levels, max |dp| "
+                f"{figures['max_dp']:.2e}, top-1 same {figures['top1_same']}/"
+                f"{figures['images']}{speed}"
+            )
     for label, run in by.get("service", {}).get("runs", {}).items():
         lines.append(
             f"service ({label}): {run['req_s']:.1f} req/s at concurrency "

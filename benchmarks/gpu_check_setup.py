@@ -88,7 +88,7 @@ SHARED_PARTS = ("models/*/deploy.prototxt", "images/*", "data/ilsvrc12/*")
 #: Set-up's own: pip installing the bundle and asking torch, 30 s at most each.
 SETUP_BUDGET_S = 60.0
 #: Sections that run the torch engine on the device.
-TORCH_SECTIONS = ("parity", "agreement", "throughput")
+TORCH_SECTIONS = ("parity", "agreement", "throughput", "decode")
 #: Where bundle wheels are installed (outside the repository: nothing there changes).
 SITE = Path(tempfile.gettempdir()) / "gre-gpu-check-site"
 

@@ -425,6 +425,9 @@ def test_a_quick_cpu_run_checks_and_measures_every_section(tmp_path: Path) -> No
         (n, b) for n in QUICK.throughput_nets for b in QUICK.batches
     }
     assert all(r["images_s"] > 0 for r in rows)
+    decode = sections["decode"]["figures"]["nets"]["open_nsfw"]["figures"]
+    assert decode["images"] == QUICK.agreement_images
+    assert (decode["max_level_diff"], decode["max_dp"]) == (0, 0.0)  # CPU: the same bytes
     assert sections["service"]["figures"]["runs"]["defaults"]["req_s"] > 0
     hey = sections["gre_hey"]["figures"]["result"]
     assert hey["gre_req_s"] == 1984.57
