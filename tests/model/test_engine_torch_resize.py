@@ -42,9 +42,14 @@ def test_random_images_up_and_down_match_cv2(shape: tuple[int, int], size: tuple
     np.testing.assert_array_equal(got, expected)
 
 
-def test_an_image_at_the_size_is_returned_as_it_is() -> None:
+@pytest.mark.parametrize("shape", [(360, 480), (512, 512), (256, 256), (100, 90)])
+def test_a_window_is_the_crop_of_the_whole(shape: tuple[int, int]) -> None:
     torch = require_torch()
     from gre.model.engines.torch_resize import resize_linear
 
-    image = torch.zeros((3, 256, 256), dtype=torch.uint8)
-    assert resize_linear(image, (256, 256)) is image
+    rng = np.random.default_rng(shape[0])
+    image = torch.from_numpy(rng.integers(0, 256, (3, *shape), dtype=np.uint8))
+    whole = resize_linear(image, (256, 256))
+    window = resize_linear(image, (256, 256), (16, 16, 224, 224))
+    np.testing.assert_array_equal(window.numpy(), whole[:, 16:240, 16:240].numpy())
+    assert resize_linear(image, shape) is image  # already at the size: untouched

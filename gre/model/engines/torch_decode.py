@@ -139,6 +139,5 @@ class DeviceDecoder:
         """``(3, H, W)`` RGB -> the net's ``(3, h, w)`` crop, in its channel order."""
         pre = self.preprocessor
         _, height, width = pre.input_shape
-        squashed = resize_linear(image, pre.resize)
-        cropped = squashed[:, self._top : self._top + height, self._left : self._left + width]
+        cropped = resize_linear(image, pre.resize, (self._top, self._left, height, width))
         return cropped if pre.rgb else cropped.flip(0)

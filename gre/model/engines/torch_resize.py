@@ -24,6 +24,8 @@ Checked against cv2.resize on real photos and random images of many sizes, up an
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -31,10 +33,13 @@ from torch import Tensor
 _COEF_SCALE = 2048
 
 
+@functools.lru_cache(maxsize=256)
 def _taps(
     source: int, target: int, device: torch.device, clamp_weight: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per output sample along one axis: the two source indices and their int32 weights."""
+    """Per output sample along one axis: the two source indices and their int32 weights, on
+    ``device``. Cached: a batch's photos mostly share a few sizes, and each miss costs four
+    small host-to-device copies."""
     position = (torch.arange(target, dtype=torch.float64) + 0.5) * (source / target) - 0.5
     fraction = position.to(torch.float32)  # OpenCV rounds the coordinate to float
     first = torch.floor(fraction)
@@ -51,14 +56,20 @@ def _taps(
     return lo.to(device), hi.to(device), w_lo.to(device), w_hi.to(device)
 
 
-def resize_linear(image: Tensor, size: tuple[int, int]) -> Tensor:
+def resize_linear(
+    image: Tensor, size: tuple[int, int], window: tuple[int, int, int, int] | None = None
+) -> Tensor:
     """``(C, H, W) uint8`` -> ``(C, H', W') uint8`` for ``size = (H', W')``, the bytes
     ``cv2.resize(hwc, (W', H'), interpolation=cv2.INTER_LINEAR)`` gives, on the image's
-    device. An image already at ``size`` is returned as it is."""
+    device. ``window = (top, left, height, width)``: only that part of the result (a centre
+    crop), computed alone: the same bytes as cropping the whole, for less work. An image
+    already at ``size`` is only cropped."""
     _, height, width = image.shape
     new_height, new_width = size
+    top, left, rows_out, columns_out = window or (0, 0, new_height, new_width)
+    rows, columns = slice(top, top + rows_out), slice(left, left + columns_out)
     if (height, width) == size:
-        return image
+        return image if window is None else image[:, rows, columns]
     pixels = image.to(torch.int32)
     if (height, width) == (2 * new_height, 2 * new_width):
         total = (
@@ -67,10 +78,10 @@ def resize_linear(image: Tensor, size: tuple[int, int]) -> Tensor:
             + pixels[:, 0::2, 1::2]
             + pixels[:, 1::2, 1::2]
         )
-        return ((total + 2) >> 2).to(torch.uint8)
-    x_lo, x_hi, a_lo, a_hi = _taps(width, new_width, image.device, clamp_weight=True)
-    y_lo, y_hi, b_lo, b_hi = _taps(height, new_height, image.device, clamp_weight=False)
-    rows = pixels[:, :, x_lo] * a_lo + pixels[:, :, x_hi] * a_hi  # (C, H, W'), x 2048
-    top = ((rows[:, y_lo, :] >> 4) * b_lo[:, None]) >> 16
-    bottom = ((rows[:, y_hi, :] >> 4) * b_hi[:, None]) >> 16
-    return ((top + bottom + 2) >> 2).clamp(0, 255).to(torch.uint8)
+        return ((total[:, rows, columns] + 2) >> 2).to(torch.uint8)
+    x_lo, x_hi, a_lo, a_hi = (t[columns] for t in _taps(width, new_width, image.device, True))
+    y_lo, y_hi, b_lo, b_hi = (t[rows] for t in _taps(height, new_height, image.device, False))
+    across = pixels[:, :, x_lo] * a_lo + pixels[:, :, x_hi] * a_hi  # (C, H, w), x 2048
+    upper = ((across[:, y_lo, :] >> 4) * b_lo[:, None]) >> 16
+    lower = ((across[:, y_hi, :] >> 4) * b_hi[:, None]) >> 16
+    return ((upper + lower + 2) >> 2).clamp(0, 255).to(torch.uint8)
