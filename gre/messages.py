@@ -100,11 +100,20 @@ class StartFailed:
 
 
 @dataclass(frozen=True)
-class BatchRequest:
-    """One batch to classify: encoded images and, per image, how many classes to answer
-    and which blobs to return (``blobs`` empty: none for any image)."""
+class SharedImages:
+    """Where a batch's encoded images lie in the replica's image arena
+    (:mod:`gre.replicas.arena`): ``(offset, length)`` per image, bytes."""
 
-    images: tuple[bytes, ...]
+    spans: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One batch to classify: encoded images (inline, or in the image arena) and, per image,
+    how many classes to answer and which blobs to return (``blobs`` empty: none for any
+    image)."""
+
+    images: tuple[bytes, ...] | SharedImages
     top_ks: tuple[int, ...]
     blobs: tuple[tuple[str, ...], ...] = ()
 

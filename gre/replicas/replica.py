@@ -21,6 +21,7 @@ from gre.messages import (
     Stop,
 )
 from gre.replicas import wire
+from gre.replicas.arena import ImageArena
 
 #: Where a replica's stdout and stderr go: one JSON log record per line.
 replica_log = logging.getLogger("gre.replica")
@@ -73,6 +74,8 @@ class Replica:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._output: asyncio.Task[None] | None = None
+        self._arena: ImageArena | None = None
+        self._running = False  # a batch is in the arena (one at a time)
 
     @property
     def pid(self) -> int | None:
@@ -87,6 +90,8 @@ class Replica:
                 ``timeout_s``.
         """
         ours, theirs = socket.socketpair()
+        self._close_arena()
+        self._arena = ImageArena()
         try:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -95,7 +100,8 @@ class Replica:
                 # pickles would name classes the front end cannot find.
                 "from gre.replicas.worker import main; main()",
                 str(theirs.fileno()),
-                pass_fds=[theirs.fileno()],
+                str(self._arena.fd),
+                pass_fds=[theirs.fileno(), self._arena.fd],
                 env=replica_environment(self.spec),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -139,11 +145,19 @@ class Replica:
         """
         if self._reader is None or self._writer is None:
             raise ReplicaLost(f"replica {self.name} is not running")
+        shared = None
+        if self._arena is not None and not self._running:
+            shared = self._arena.put(images)
+        request = BatchRequest(shared or tuple(images), tuple(top_ks), tuple(blobs))
+        # Until the answer is read the replica may be reading the arena: a run cancelled
+        # or lost before then leaves it marked, and later batches of this handle go inline.
+        self._running = shared is not None
         try:
-            self._writer.write(wire.pack(BatchRequest(tuple(images), tuple(top_ks), tuple(blobs))))
+            self._writer.write(wire.pack(request))
             reply = await wire.read(self._reader)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             raise ReplicaLost(f"replica {self.name} (pid {self.pid}) died") from exc
+        self._running = False
         if isinstance(reply, BatchFailed):
             raise ReplicaBatchError(f"replica {self.name}: {reply.message}")
         result: BatchResult = reply
@@ -174,8 +188,15 @@ class Replica:
         await self._drain_output()
         return status
 
+    def _close_arena(self) -> None:
+        if self._arena is not None:
+            self._arena.close()
+            self._arena = None
+
     async def _drain_output(self) -> None:
-        """Log what the exited process wrote last (a crash's message); give up after 1 s."""
+        """Log what the exited process wrote last (a crash's message); give up after 1 s.
+        The process has exited: its image arena is closed too."""
+        self._close_arena()
         if self._output is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._output), 1.0)

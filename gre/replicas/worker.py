@@ -1,7 +1,7 @@
 """The replica process: loads the net on its device and classifies batches until told to stop.
 
 Started by :class:`gre.replicas.replica.Replica` as
-``python -c "from gre.replicas.worker import main; main()" FD`` with FD one end of a
+``python -c "from gre.replicas.worker import main; main()" FD [ARENA_FD]`` with FD one end of a
 socketpair, it speaks the messages of :mod:`gre.messages`: it receives its
 :class:`ReplicaSpec` and answers :class:`Ready` (after a warm-up forward) or
 :class:`StartFailed`, then one :class:`BatchResult` or :class:`BatchFailed` per
@@ -21,11 +21,20 @@ import cv2
 import numpy as np
 
 from gre.config import PreprocessConfig
-from gre.messages import BatchFailed, BatchRequest, Device, Ready, ReplicaSpec, StartFailed
+from gre.messages import (
+    BatchFailed,
+    BatchRequest,
+    Device,
+    Ready,
+    ReplicaSpec,
+    SharedImages,
+    StartFailed,
+)
 from gre.model.classifier import Classifier
 from gre.model.engines import EngineError, load_engine
 from gre.model.preprocess import Preprocessor
 from gre.replicas import wire
+from gre.replicas.arena import ArenaReader
 
 
 def warm_up(classifier: Classifier, max_batch_size: int) -> int:
@@ -86,8 +95,9 @@ def resident_bytes() -> int:
         return 0
 
 
-def serve(sock: socket.socket) -> int:
-    """Run the replica protocol on ``sock``; returns the process exit status."""
+def serve(sock: socket.socket, arena: ArenaReader | None = None) -> int:
+    """Run the replica protocol on ``sock``, reading batches the front end put in ``arena``
+    from there; returns the process exit status."""
     spec: ReplicaSpec = wire.recv(sock)
     try:
         # Inside the process the planned GPU is CUDA device 0 (CUDA_VISIBLE_DEVICES).
@@ -122,8 +132,13 @@ def serve(sock: socket.socket) -> int:
             return 0
         if not isinstance(message, BatchRequest):  # Stop
             return 0
+        images = message.images
         try:
-            result = classifier.classify(message.images, message.top_ks, message.blobs)
+            if isinstance(images, SharedImages):
+                if arena is None:
+                    raise RuntimeError("a batch in the image arena, but this replica has none")
+                images = arena.images(images)
+            result = classifier.classify(images, message.top_ks, message.blobs)
             # The front end replaces a replica past replicas.max_rss_mb between batches.
             wire.send(sock, dataclasses.replace(result, rss_bytes=resident_bytes()))
         except Exception as exc:  # the engine failed on this batch; the replica lives on
@@ -132,9 +147,11 @@ def serve(sock: socket.socket) -> int:
 
 
 def main() -> None:
-    """Entry point of the replica process; ``sys.argv[1]`` is the socket's file descriptor."""
+    """Entry point of the replica process; ``sys.argv[1]`` is the socket's file descriptor,
+    ``sys.argv[2]`` (optional) the image arena's (:mod:`gre.replicas.arena`)."""
     # The front end owns Ctrl-C and SIGTERM: it drains, then tells replicas to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
     sock.setblocking(True)
-    sys.exit(serve(sock))
+    arena = ArenaReader(int(sys.argv[2])) if len(sys.argv) > 2 else None
+    sys.exit(serve(sock, arena))
