@@ -108,6 +108,9 @@ class Replica:
                 stderr=asyncio.subprocess.STDOUT,
                 limit=MAX_LINE_BYTES,
             )
+        except BaseException:
+            self._close_arena()  # no process to share it with
+            raise
         finally:
             theirs.close()
         assert self._process.stdout is not None
