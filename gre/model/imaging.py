@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -45,15 +46,14 @@ MAX_JPEG_SEGMENTS = 1000
 #: 16 MiB of 12-byte chunks in Python would hold a replica's decode thread for a second.
 MAX_PNG_CHUNKS = 100_000
 
-#: A run of 0xFF fill bytes, which may precede any JPEG marker.
-FILL_BYTES = re.compile(rb"\xff+")
+_FILL_BYTES = re.compile(rb"\xff+")
 _SCAN_WINDOW = 1 << 20
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Samples per pixel by PNG colour type: gray, RGB, palette, gray + alpha, RGBA.
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
-#: SOFn markers: frame headers. C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not.
-SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# SOFn markers: frame headers. C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Differential (hierarchical) frames, which libjpeg-turbo does not decode.
 _HIERARCHICAL_SOF = frozenset({0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF})
 
@@ -150,16 +150,19 @@ def _decodable() -> str:
     return ", ".join(f.upper() for f in DECODABLE)
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """Width and height from the first frame header (SOFn), as libjpeg reads it.
+def jpeg_frame_header(data: bytes, on_segment: Callable[[int, bytes], None] | None = None) -> int:
+    """Where the first frame header (SOFn) of the JPEG ``data`` starts: the offset of its
+    0xFF, with at least the marker, length, precision, height and width (9 bytes) there.
+    ``on_segment(marker, payload)`` is called for each marker segment before it (APPn, DQT,
+    DHT, COM ...). Bounded: at most :data:`MAX_JPEG_SEGMENTS` segments.
 
     Raises:
-        ImageError: a bad marker, or no frame header within :data:`MAX_JPEG_SEGMENTS`.
-        UnsupportedFormat: a frame gre's decoder (OpenCV's libjpeg-turbo, 8-bit) cannot read.
+        ImageError: a bad marker, scan data or an end before any frame header, a header cut
+            short, or no frame header within :data:`MAX_JPEG_SEGMENTS` segments.
     """
     pos = 2
     for _ in range(MAX_JPEG_SEGMENTS):
-        fill = FILL_BYTES.match(data, pos)
+        fill = _FILL_BYTES.match(data, pos)
         if fill is None:
             if pos >= len(data):
                 break
@@ -172,19 +175,32 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
             pos += 2
             continue
         (length,) = struct.unpack_from(">H", data, pos + 2)
-        if marker in SOF_MARKERS:
+        if marker in _SOF_MARKERS:
             if pos + 9 > len(data):
                 break
-            precision = data[pos + 4]
-            height, width = struct.unpack_from(">HH", data, pos + 5)
-            _check_jpeg_frame(marker, precision)
-            return width, height
+            return pos
         if marker in (0xD8, 0xD9, 0xDA) or length < 2:  # SOI, EOI or scan data before a frame
             raise ImageError("corrupt JPEG: no frame header")
+        if on_segment is not None:
+            on_segment(marker, data[pos + 4 : pos + 2 + length])
         pos += 2 + length
     else:
         raise ImageError(f"corrupt JPEG: no frame header in its first {MAX_JPEG_SEGMENTS} segments")
     raise ImageError("truncated JPEG: the frame header is missing")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the first frame header (SOFn), as libjpeg reads it.
+
+    Raises:
+        ImageError: as :func:`jpeg_frame_header`.
+        UnsupportedFormat: a frame gre's decoder (OpenCV's libjpeg-turbo, 8-bit) cannot read.
+    """
+    pos = jpeg_frame_header(data)
+    precision = data[pos + 4]
+    height, width = struct.unpack_from(">HH", data, pos + 5)
+    _check_jpeg_frame(data[pos + 1], precision)
+    return width, height
 
 
 def _check_jpeg_frame(marker: int, precision: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from gre.model.imaging import FILL_BYTES, MAX_JPEG_SEGMENTS, SOF_MARKERS
+from gre.model.imaging import ImageError, jpeg_frame_header
 
 #: SOF0 baseline, SOF1 extended and SOF2 progressive, Huffman-coded: nvJPEG's frames.
 HUFFMAN_FRAMES = frozenset({0xC0, 0xC1, 0xC2})
@@ -47,31 +47,20 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
     """
     if not data.startswith(b"\xff\xd8\xff"):
         return None
-    orientation = 1
-    seen_exif = False
-    pos = 2
-    for _ in range(MAX_JPEG_SEGMENTS):
-        fill = FILL_BYTES.match(data, pos)
-        if fill is None or fill.end() + 3 > len(data):
-            return None
-        pos = fill.end() - 1
-        marker = data[pos + 1]
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers
-            pos += 2
-            continue
-        (length,) = struct.unpack_from(">H", data, pos + 2)
-        if marker in SOF_MARKERS:
-            if pos + 10 > len(data):
-                return None
-            return JpegLayout(marker, data[pos + 9], orientation)
-        if marker in (0xD8, 0xD9, 0xDA) or length < 2:
-            return None
-        segment = data[pos + 4 : pos + 2 + length]
-        if marker == 0xE1 and not seen_exif and segment.startswith(_EXIF):
-            seen_exif = True
-            orientation = exif_orientation(segment[len(_EXIF) :])
-        pos += 2 + length
-    return None
+    exif: list[bytes] = []
+
+    def keep_exif(marker: int, payload: bytes) -> None:
+        if marker == 0xE1 and not exif and payload.startswith(_EXIF):
+            exif.append(payload[len(_EXIF) :])
+
+    try:
+        pos = jpeg_frame_header(data, keep_exif)
+    except ImageError:
+        return None
+    if pos + 10 > len(data):
+        return None
+    orientation = exif_orientation(exif[0]) if exif else 1
+    return JpegLayout(data[pos + 1], data[pos + 9], orientation)
 
 
 def exif_orientation(tiff: bytes) -> int:
