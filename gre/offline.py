@@ -18,8 +18,14 @@ from gre.model.loader import Model, ModelError, load_model
 from gre.service import StartupError
 
 
-def build_classifier(config: Config, model: Model | None = None) -> Classifier:
-    """Load the configured engine on the CPU, in this process.
+def build_classifier(
+    config: Config,
+    model: Model | None = None,
+    device: Device | None = None,
+    threads: int | None = None,
+) -> Classifier:
+    """Load the configured engine in this process, on ``device`` (default: the CPU) with
+    ``threads`` compute threads (default: ``replicas.cpu_threads``, else every core).
 
     Raises:
         StartupError: the model or engine cannot be loaded.
@@ -30,8 +36,8 @@ def build_classifier(config: Config, model: Model | None = None) -> Classifier:
             model.engine,
             config.model.deploy,
             config.model.weights,
-            Device.cpu(),
-            config.replicas.cpu_threads or os.cpu_count() or 1,
+            device or Device.cpu(),
+            threads or config.replicas.cpu_threads or os.cpu_count() or 1,
             config.model.output_blob,
             len(model.labels or ()) or 1000,
             precision=config.model.precision,

@@ -22,9 +22,9 @@ from gre.bulk.rows import outcome_row
 from gre.config import AMI_NAMES, Config, load_config
 from gre.messages import Device, ItemError, Outcome
 from gre.model.classifier import Classifier
-from gre.model.engines import EngineError, load_engine
 from gre.model.imaging import ImageError, check_image
 from gre.model.loader import Model, ModelError, load_model
+from gre.offline import build_classifier
 from gre.service import StartupError
 
 #: What the UDF answers for a batch: one dict per image, struct field -> value
@@ -101,24 +101,8 @@ def build_classifier_on(config: Config, model: Model, device: Device, threads: i
         StartupError: the engine cannot be loaded on ``device``.
     """
     try:
-        engine = load_engine(
-            model.engine,
-            config.model.deploy,
-            config.model.weights,
-            device,
-            threads,
-            config.model.output_blob,
-            len(model.labels or ()) or 1000,
-            precision=config.model.precision,
-        )
-        return Classifier(
-            engine,
-            model.preprocessor,
-            config.model.apply_softmax,
-            config.replicas.decode_threads,
-            decode=config.preprocess.decode,
-        )
-    except EngineError as exc:
+        return build_classifier(config, model, device, threads)
+    except StartupError as exc:
         raise StartupError(f"{device}: {exc}") from exc
 
 
