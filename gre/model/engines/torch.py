@@ -176,11 +176,7 @@ class TorchEngine:
             host = torch.from_numpy(batch)
             if self.levers.pinned_memory:
                 host = host.pin_memory()
-            outputs, start = [], 0
-            for size in self.chunk_sizes(batch.shape[0]):
-                outputs.append(self._run(host[start : start + size]))
-                start += size
-            result = self._to_numpy(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
+            result = self._run_chunked(host)
         if np.isnan(result).any():
             raise self._nan_error(batch)
         return result
@@ -226,13 +222,16 @@ class TorchEngine:
 
         return DeviceDecoder(preprocessor, self._torch_device)
 
-    def _forward_on_device(self, pixels: Tensor, normalization: Normalization) -> Output:
-        x = self._normalize(pixels, normalization)
+    def _run_chunked(self, x: Tensor) -> Output:
+        """``x`` through the net as :meth:`chunk_sizes` splits it, the outputs joined."""
         outputs, start = [], 0
         for size in self.chunk_sizes(x.shape[0]):
             outputs.append(self._run(x[start : start + size]))
             start += size
-        result = self._to_numpy(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
+        return self._to_numpy(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
+
+    def _forward_on_device(self, pixels: Tensor, normalization: Normalization) -> Output:
+        result = self._run_chunked(self._normalize(pixels, normalization))
         if np.isnan(result).any():
             raise self._nan_error(normalization.apply(pixels.cpu().numpy()))
         return result
