@@ -223,6 +223,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._in_body = False
         self._disarm()
         super().on_message_complete()
+        # uvicorn pauses reading while a body's buffer is over 64 KiB and resumes it in the
+        # application's next receive(); after the last chunk there is none, so the EOF of a
+        # client that leaves while its request waits went unread and the request was served
+        # anyway. The body is all here: read on (a pipelined request pauses at its head).
+        self.flow.resume_reading()
         cycle = self.cycle
         if cycle is not None and cycle.response_complete and self.timeout_keep_alive_task is None:
             # Answered before its body ended (413, 422): the body's bytes disarmed uvicorn's
