@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gre.model import imaging
 from gre.model.imaging import (
     MAX_JPEG_SCANS,
     MAX_JPEG_SEGMENTS,
@@ -279,3 +280,18 @@ def test_decoder_exceptions_become_image_errors() -> None:
     # cv2.imdecode raises (rather than answering None) on an empty buffer.
     with pytest.raises(ImageError, match="could not be decoded"):
         decode_bgr(b"")
+
+
+def test_scans_of_a_small_jpeg_are_counted_alike(cat: np.ndarray) -> None:
+    """Below _SMALL_SCAN_BYTES the scans are counted with bytes.count, not NumPy: the same
+    limit holds."""
+    tiny = cv2.resize(cat, (8, 8))
+    allowed = progressive_with_scans(tiny, MAX_JPEG_SCANS)
+    over = progressive_with_scans(tiny, MAX_JPEG_SCANS + 1)
+    assert len(over) <= imaging._SMALL_SCAN_BYTES
+    assert check_image(allowed, max_pixels=64).width == 8
+    with pytest.raises(TooManyScans, match=f"more than {MAX_JPEG_SCANS} scans"):
+        check_image(over, max_pixels=64)
+    padded = over + bytes(imaging._SMALL_SCAN_BYTES)  # past the threshold: NumPy counts
+    assert imaging._count_scans(padded, 10**6) == imaging._count_scans(over, 10**6)
+    assert imaging._count_scans(over, 10**6) == MAX_JPEG_SCANS + 1
