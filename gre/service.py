@@ -22,7 +22,7 @@ from gre.config import Config, ConfigError
 from gre.messages import BatchResult, Prediction, Ready, ReplicaSpec
 from gre.metrics import GpuCollector, Metrics, ReplicaCollector
 from gre.model.engines.choice import decode_problem
-from gre.model.labels import answer
+from gre.model.labels import AnswerEncoder, answer
 from gre.model.loader import Model, ModelError, load_model
 from gre.model.version import ModelVersion, model_version
 from gre.replicas.plan import PlanError, ReplicaPlan, discover_and_plan
@@ -127,6 +127,7 @@ class Service:
         #: Every replica slot of every generation, by name (names never repeat).
         self._slots: dict[str, Slot] = {}
         self._labels: dict[str, list[str] | None] = {}
+        self._encoders: dict[str, AnswerEncoder] = {}  # by replica: each generation's labels
         self._current = self._load(config, 1)
         self._next: Generation | None = None  # being started by a reload
         self._retiring: list[Generation] = []
@@ -199,9 +200,11 @@ class Service:
             on_ready=lambda info: self._check_classes(generation, info),
             replica=self._new_replica,
         )
+        encoder = AnswerEncoder(model.labels)
         for slot in generation.pool.slots:
             self._slots[slot.name] = slot
             self._labels[slot.name] = model.labels
+            self._encoders[slot.name] = encoder
         return generation
 
     def _fatal(self, generation: Generation, error: str) -> None:
@@ -433,6 +436,13 @@ class Service:
         """
         return await self._scheduler.result(pending)
 
+    def watch(
+        self, pending: Pending, callback: Callable[[asyncio.Future[Completed]], None]
+    ) -> None:
+        """:meth:`result` by callback: ``callback(future)`` once ``pending`` is answered,
+        failed or cancelled (see :meth:`gre.batching.scheduler.Scheduler.watch`)."""
+        self._scheduler.watch(pending, callback)
+
     def cancel(self, pending: Pending) -> None:
         """Drop ``pending`` (its client went away)."""
         self._scheduler.cancel(pending)
@@ -442,6 +452,11 @@ class Service:
         assert isinstance(completed.outcome, Prediction)
         # The labels of the model that ran it: during a reload both models answer.
         return answer(completed.outcome, self._labels[completed.replica])
+
+    def answer_json(self, completed: Completed) -> bytes:
+        """:meth:`answer`, encoded as its JSON response body (UTF-8 bytes)."""
+        assert isinstance(completed.outcome, Prediction)
+        return self._encoders[completed.replica].encode(completed.outcome)
 
     def features(self, completed: Completed) -> dict[str, list[float]]:
         """``/api/features``' answer: each blob asked for, flattened (C, H, W), as floats."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +38,35 @@ def answer(prediction: Prediction, labels: list[str] | None) -> list[dict[str, A
         {"confidence": confidence, "label": label(labels, index)}
         for index, confidence in zip(prediction.indices, prediction.confidences, strict=True)
     ]
+
+
+class AnswerEncoder:
+    """:func:`answer`'s JSON for one model's ``labels``, as bytes, without building the list
+    of dicts: each class's ``,"label":"..."}`` is encoded once, so an answer costs one
+    ``float.__repr__`` per class answered. The bytes are those of Starlette's JSONResponse
+    (``json.dumps(answer(...), ensure_ascii=False, allow_nan=False, separators=(",",
+    ":"))``, UTF-8), which ``tests/model/test_labels.py`` checks."""
+
+    def __init__(self, labels: list[str] | None) -> None:
+        self.labels = labels
+        self._tails = [self._tail(label(labels, i)) for i in range(len(labels or ()))]
+
+    @staticmethod
+    def _tail(text: str) -> str:
+        return ',"label":' + json.dumps(text, ensure_ascii=False) + "}"
+
+    def encode(self, prediction: Prediction) -> bytes:
+        """The JSON of ``answer(prediction, labels)``.
+
+        Raises:
+            ValueError: a confidence is NaN or infinite (not JSON), as ``json.dumps`` with
+                ``allow_nan=False``.
+        """
+        tails, parts = self._tails, []
+        for index, confidence in zip(prediction.indices, prediction.confidences, strict=True):
+            value = float(confidence)
+            if not math.isfinite(value):
+                raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+            tail = tails[index] if 0 <= index < len(tails) else self._tail(str(index))
+            parts.append('{"confidence":' + float.__repr__(value) + tail)
+        return ("[" + ",".join(parts) + "]").encode()

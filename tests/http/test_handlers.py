@@ -125,10 +125,10 @@ def test_an_unexpected_exception_is_500_without_its_text(
 ) -> None:
     with serving() as (client, service, _):
 
-        def broken(completed: object) -> list[dict[str, Any]]:
+        def broken(completed: object) -> bytes:
             raise RuntimeError("secret detail")
 
-        service.answer = broken  # type: ignore[method-assign]
+        service.answer_json = broken  # type: ignore[method-assign]
         with caplog.at_level(logging.ERROR, logger="gre.access"):
             response = client.post("/api/classify", content=cat, headers={"X-Request-Id": "r-9"})
         assert response.status_code == 500
