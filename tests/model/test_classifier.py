@@ -90,3 +90,27 @@ def test_a_batch_decoded_across_threads_keeps_each_image_in_its_place() -> None:
     assert errors == [None] * 9
     for data, row in zip(images, batch, strict=True):
         np.testing.assert_array_equal(row, pre.pixels(decode_bgr(data)))
+
+
+def test_opencvs_own_threads_are_off_while_decoding_and_restored_after() -> None:
+    """The decode threads are the parallelism: OpenCV's pool splitting each resize again
+    only costs CPU; the OpenCV engine's forward gets its threads back."""
+    seen: list[int] = []
+
+    class Recording(Preprocessor):
+        def pixels(self, image: np.ndarray, out: Pixels | None = None) -> Pixels:
+            seen.append(cv2.getNumThreads())
+            return super().pixels(image, out)
+
+    pre = Recording.build(PreprocessConfig(), (3, 224, 224))
+    classifier = Classifier(NullEngine(2, Device.cpu()), pre, False, decode_threads=2)
+    image = cv2.imencode(".jpg", shared_image("images/cat.jpg"))[1].tobytes()
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        classifier.classify([image] * 4, [1] * 4)
+        assert seen == [1, 1, 1, 1]
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
+        classifier.close()
