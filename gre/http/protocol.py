@@ -47,10 +47,14 @@ import asyncio
 import http
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from gre.http.budget import BodyBudget
 from gre.http.errors import ErrorCode, error_body, error_response, new_request_id
@@ -92,6 +96,40 @@ class LostConnection:
             callback()
 
 
+class DirectHandler(Protocol):
+    """A request the connection answers itself, without the ASGI application
+    (:mod:`gre.http.direct_classify`): :meth:`start` when its turn comes, then, while
+    :attr:`receiving`, :meth:`body` per chunk and :meth:`complete` at the end; it answers
+    through :meth:`LimitedHttpProtocol.answer_directly`."""
+
+    @property
+    def receiving(self) -> bool:
+        """Whether it wants the body's chunks."""
+        ...
+
+    def start(self) -> None:
+        """Its turn: the head is in, and every request before it is answered."""
+        ...
+
+    def body(self, chunk: bytes) -> None:
+        """A chunk of its body."""
+        ...
+
+    def complete(self) -> None:
+        """Its body is whole."""
+        ...
+
+
+class DirectRoute(Protocol):
+    """Picks the requests a connection answers itself."""
+
+    def __call__(
+        self, protocol: LimitedHttpProtocol, cycle: RequestResponseCycle
+    ) -> DirectHandler | None:
+        """A handler for ``cycle``'s request, or ``None`` for the ASGI application."""
+        ...
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one client may hold (the ``[server]`` keys of the same names; README "Limits").
@@ -126,6 +164,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     """
 
     limits: ClassVar[Limits] = Limits()
+    #: The requests answered without the ASGI application (``None``: none).
+    direct: ClassVar[DirectRoute | None] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._in_body = False  # between the head and the end of the body
@@ -137,6 +177,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._per_chunk = False  # the current body has no Content-Length: reserve as it comes
         # Bytes each request of this connection holds in the budget (several when pipelined).
         self._ledger: dict[RequestResponseCycle, int] = {}
+        self._application = self.app  # refusals swap self.app for a moment (_answer_with)
+        # The directly answered request receiving its body (always the latest cycle's).
+        self._receiver: tuple[RequestResponseCycle, DirectHandler] | None = None
+        self._heading = False  # within uvicorn's on_headers_complete
+        self._deferred: DirectHandler | None = None  # to start once its head is handled
         super().connection_made(transport)  # type: ignore[arg-type]
         self._arm("head")
         if len(self.connections) > self.limits.max_connections and not self._close_an_idle():
@@ -149,9 +194,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
         cycle = self.cycle
         if cycle is not None and cycle.disconnected:  # its answer was not complete
-            watch = cycle.scope.get("extensions", {}).get(LOST_CONNECTION)
-            if isinstance(watch, LostConnection):
-                watch.fire()
+            _lost_connection(cycle)
 
     def data_received(self, data: bytes) -> None:
         if self._deaf:
@@ -200,7 +243,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._refuse_declared(declared)
             return
         previous = self.cycle
-        super().on_headers_complete()
+        self._heading = True  # a direct answer's start waits in self._deferred till the end
+        try:
+            super().on_headers_complete()
+        finally:
+            self._heading = False
         if self.cycle is not previous:  # not an upgrade: a new request
             extensions: dict[str, Any] = self.cycle.scope.setdefault("extensions", {})
             extensions[LOST_CONNECTION] = LostConnection()
@@ -208,12 +255,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             extensions[BODY_READY] = lambda: bool(cycle.body) or not cycle.more_body
             if declared:
                 self._hold(declared)
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:  # now that its scope and its bytes in the budget are set
+            self._start_directly(self.cycle, deferred)
 
     def on_body(self, body: bytes) -> None:
         if self._deaf:
             return
         # Bytes after the answer are discarded by uvicorn: they hold nothing.
         if self._per_chunk and not self.cycle.response_complete and not self._take(len(body)):
+            return
+        handler = self._receiving()
+        if handler is not None:
+            handler.body(body)  # kept by the handler: uvicorn's buffer and its pausing unused
             return
         super().on_body(body)
 
@@ -223,6 +277,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._in_body = False
         self._disarm()
         super().on_message_complete()
+        handler = self._receiving()
+        if handler is not None:
+            self._receiver = None
+            handler.complete()
         # uvicorn pauses reading while a body's buffer is over 64 KiB and resumes it in the
         # application's next receive(); after the last chunk there is none, so the EOF of a
         # client that leaves while its request waits went unread and the request was served
@@ -235,6 +293,57 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # uvicorn's one place where a request's turn comes (at once, or once the request
+        # before it on the connection is answered): answer it here when the route takes it.
+        route = self.direct
+        handler = route(self, cycle) if route is not None and app is self._application else None
+        if handler is None:
+            super()._start_asgi_task(cycle, app)
+        elif self._heading:
+            self._deferred = handler  # started at the end of on_headers_complete
+        else:
+            self._start_directly(cycle, handler)
+
+    def _start_directly(self, cycle: RequestResponseCycle, handler: DirectHandler) -> None:
+        handler.start()
+        if handler.receiving:
+            self._receiver = (cycle, handler)
+
+    def _receiving(self) -> DirectHandler | None:
+        """The directly answered handler of the current request, if it wants body chunks."""
+        receiver = self._receiver
+        if receiver is None or receiver[0] is not self.cycle or not receiver[1].receiving:
+            return None
+        return receiver[1]
+
+    def answer_directly(
+        self, cycle: RequestResponseCycle, status: int, headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> None:  # fmt: skip
+        """Answer ``cycle``'s request (a :class:`DirectHandler`'s) in one write, as uvicorn's
+        ``send`` would: its default headers (``server``, ``date``) first, ``connection:
+        close`` where the connection ends after it; nothing when the client is gone.
+        ``headers``: lower-case names, ``content-length`` among them."""
+        if cycle.disconnected or cycle.response_complete or self.transport.is_closing():
+            return
+        cycle.response_started = cycle.response_complete = True
+        cycle.waiting_for_100_continue = False
+        for name, value in headers:
+            if name == b"connection" and b"close" in value.lower():
+                cycle.keep_alive = False
+        lines = [STATUS_LINE[status]]
+        lines += [n + b": " + v + b"\r\n" for n, v in self.server_state.default_headers]
+        lines += [n + b": " + v + b"\r\n" for n, v in headers]
+        if not cycle.keep_alive and not any(n == b"connection" for n, _ in headers):
+            lines.append(b"connection: close\r\n")
+        lines += [b"\r\n", body]
+        self.transport.write(b"".join(lines))
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        cycle.on_response()
 
     def on_response_complete(self) -> None:
         # Its answer is out: the application has let go of the body.
@@ -291,6 +400,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             # Its body stalled: the application sees a disconnect, and its answer is dropped.
             cycle.disconnected = True
             cycle.message_event.set()
+            _lost_connection(cycle)  # a directly answered request has no receive() to see it
             self._release(cycle)  # now: a newcomer may be waiting for the room
         # Answer the request whose head or body stalled; not a request already answered (its
         # body trickling on), nor a connection that sent nothing and so asked nothing.
@@ -441,6 +551,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         return (cycle is None or cycle.response_complete) and not self.transport.is_closing()
 
 
+def _lost_connection(cycle: RequestResponseCycle) -> None:
+    """Tell ``cycle``'s :class:`LostConnection` that its client is gone."""
+    watch = cycle.scope.get("extensions", {}).get(LOST_CONNECTION)
+    if isinstance(watch, LostConnection):
+        watch.fire()
+
+
 def _refusal(code: ErrorCode, message: str) -> ASGIApp:
     """An ASGI application that answers ``code`` with ``message`` to every request."""
 
@@ -461,6 +578,9 @@ async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> N
     await response(scope, receive, send)
 
 
-def limited_protocol(limits: Limits) -> type[LimitedHttpProtocol]:
-    """A :class:`LimitedHttpProtocol` bound to ``limits``, for ``uvicorn.Config(http=...)``."""
-    return type("LimitedHttpProtocol", (LimitedHttpProtocol,), {"limits": limits})
+def limited_protocol(
+    limits: Limits, direct: DirectRoute | None = None
+) -> type[LimitedHttpProtocol]:
+    """A :class:`LimitedHttpProtocol` bound to ``limits`` (and answering what ``direct``
+    takes itself), for ``uvicorn.Config(http=...)``."""
+    return type("LimitedHttpProtocol", (LimitedHttpProtocol,), {"limits": limits, "direct": direct})

@@ -31,6 +31,7 @@ import uvloop
 from gre.config import Config
 from gre.http.app import create_app
 from gre.http.budget import BodyBudget
+from gre.http.direct_classify import ClassifyDirectly
 from gre.http.front_ends import FrontEnds
 from gre.http.protocol import Limits, limited_protocol
 from gre.notify import SystemdNotifier
@@ -164,7 +165,8 @@ def build_server(config: Config, reload_config: Callable[[], Config] | None = No
         app,
         host=server.host,
         port=server.port,
-        http=limited_protocol(limits),  # httptools, with read deadlines and max_connections
+        # httptools, with read deadlines and max_connections; classify answered directly.
+        http=limited_protocol(limits, ClassifyDirectly(service)),
         ws="none",  # gre serves no WebSockets: an Upgrade request is plain HTTP
         loop="none",
         lifespan="on",

@@ -1,4 +1,5 @@
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -138,4 +139,35 @@ async def test_drain_then_refuse() -> None:
         scheduler.submit(image(6), 1)
     assert await scheduler.wait_idle(5)
     assert (await scheduler.result(item)).outcome == Prediction((5,), (1.0,))
+    await stop_dispatch(scheduler)
+
+
+async def test_watch_calls_back_with_the_answer_the_deadline_or_the_cancellation() -> None:
+    """Scheduler.watch is result() by callback (the HTTP connection's direct answers)."""
+    gate = asyncio.Event()
+    scheduler = Scheduler(BatchingConfig(max_batch_size=1))
+    worker = FakeWorker(gate=gate)
+    dispatch(scheduler, worker)
+    seen: dict[str, asyncio.Future[Completed]] = {}
+
+    def record(name: str) -> Callable[[asyncio.Future[Completed]], None]:
+        return lambda future: seen.__setitem__(name, future)
+
+    answered = scheduler.submit(image(1), 1)
+    scheduler.watch(answered, record("answered"))
+    await worker.started.wait()  # the only replica holds the first batch
+    late = scheduler.submit(image(2), 1, scheduler.admit(20))
+    scheduler.watch(late, record("late"))
+    gone = scheduler.submit(image(3), 1)
+    scheduler.watch(gone, record("gone"))
+    scheduler.cancel(gone)
+    while "late" not in seen:  # its 20 ms deadline, while the replica is still busy
+        await asyncio.sleep(0.005)
+    assert isinstance(seen["late"].exception(), DeadlineExceeded)
+    assert seen["gone"].cancelled()
+    gate.set()
+    while "answered" not in seen:
+        await asyncio.sleep(0.001)
+    assert seen["answered"].result().outcome == Prediction((1,), (1.0,))
+    assert worker.batches == [[image(1)]]  # neither the late nor the cancelled one ran
     await stop_dispatch(scheduler)

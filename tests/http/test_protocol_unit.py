@@ -27,6 +27,7 @@ from gre.http.budget import BodyBudget
 from gre.http.protocol import (
     BODY_READY,
     LOST_CONNECTION,
+    DirectRoute,
     LimitedHttpProtocol,
     Limits,
     LostConnection,
@@ -187,17 +188,20 @@ async def answer(send: Send, status: int, body: bytes) -> None:
 
 class Harness:
     """One uvicorn server's state (real ``Config`` and ``ServerState``) around a mock loop;
-    :meth:`connect` opens connections to it."""
+    :meth:`connect` opens connections to it. ``app``: the ASGI application (default an
+    :class:`App`); ``direct``: the requests the protocol answers itself."""
 
-    def __init__(self, **limits: Any) -> None:
-        self.app = App()
+    def __init__(
+        self, *, app: Any = None, direct: DirectRoute | None = None, **limits: Any
+    ) -> None:
+        self.app = app or App()
         self.rejected: list[str] = []
         settings = {"header_timeout_s": HEAD_TIMEOUT_S, "body_timeout_s": BODY_TIMEOUT_S, **limits}
         self.limits = Limits(**settings, on_reject=self.rejected.append)
         self.loop = MockLoop()
         self.config = Config(
             app=self.app,
-            http=limited_protocol(self.limits),
+            http=limited_protocol(self.limits, direct),
             timeout_keep_alive=KEEP_ALIVE_S,
             log_config=None,  # leave the test process's logging alone
         )
