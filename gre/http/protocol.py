@@ -170,7 +170,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._in_body = False  # between the head and the end of the body
         self._head_bytes = 0  # bytes received while the current head is unfinished
-        self._head_size = 0  # the current head's size as parsed so far
+        self._head_size = 0  # the current head's size as parsed so far (URL, then headers)
         self._deadline: asyncio.TimerHandle | None = None
         self._deaf = False  # cut off: read nothing more from this client
         self._refused = False  # over max_connections: its request gets 503
@@ -219,13 +219,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_size += len(url)
         super().on_url(url)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         if self._deaf:
             return
+        # The headers' size once, here, not per header: ": " and CRLF are 4 bytes each.
+        self._head_size += sum(len(name) + len(value) + 4 for name, value in self.headers)
         if self._head_size > self.limits.max_header_bytes:  # a long head in one read
             self._head_too_large()
             return

@@ -463,13 +463,13 @@ async def test_uvicorn_internals_gre_relies_on_exist() -> None:
         "data_received",
         "on_message_begin",
         "on_url",
-        "on_header",
         "on_headers_complete",
         "on_body",
         "on_message_complete",
         "on_response_complete",
         "send_400_response",
         "timeout_keep_alive_handler",
+        "_start_asgi_task",  # where a request's turn comes: direct answers start there
     ):
         assert callable(getattr(HttpToolsProtocol, method, None)), f"{version}: {method}; {hint}"
     config = Config(app=App(), log_config=None)
@@ -499,7 +499,17 @@ async def test_uvicorn_internals_gre_relies_on_exist() -> None:
         assert hasattr(protocol, name), f"{version}: HttpToolsProtocol.{name}; {hint}"
     assert protocol.connections is server_state.connections, f"{version}: connections; {hint}"
     assert isinstance(protocol.server_state.default_headers, list), f"{version}: {hint}"
-    for name in ("response_complete", "response_started", "keep_alive", "disconnected"):
+    assert isinstance(gre.http.protocol.STATUS_LINE[200], bytes), f"{version}: {hint}"
+    for name in (
+        "response_complete",
+        "response_started",
+        "keep_alive",
+        "disconnected",
+        "waiting_for_100_continue",
+        "body",
+        "more_body",
+        "on_response",
+    ):
         assert hasattr(protocol.cycle, name), f"{version}: RequestResponseCycle.{name}; {hint}"
     assert isinstance(protocol.cycle.message_event, asyncio.Event), f"{version}: {hint}"
     for task in loop.tasks:  # the application awaits a body that never comes
