@@ -24,8 +24,10 @@ requests completed, req/s, non-2xx responses and socket errors; a window with an
 flagged in the table, never dropped. CPU per request (µs) is the CPU time (user + system, from
 ``/proc/PID/stat``, with what each has reaped of children that exited) of the server's whole
 process tree (the server and every descendant: gre's replicas) over the window, divided by
-the requests completed; wrk's own CPU is not counted, but it shares the cores. The ``cat``
-row's ratio is to the same trivial row (16x16 body): it includes reading 140 kB and decoding.
+the requests completed; wrk's own CPU is not counted, but it shares the cores. The
+``replicas`` column is the part of it gre's replica processes spent (decode, squash and crop,
+the engine): the rest is the front end's. The ``cat`` row's ratio is to the same trivial
+row (16x16 body): it includes reading 140 kB and decoding.
 The mean batch size is the delta of gre's ``gre_batch_size`` histogram (``_sum / _count``
 from ``/metrics``) over the window; gre's answers by status (``gre_requests_total``) say
 which non-2xx a window had.
@@ -206,6 +208,23 @@ def process_tree(root: int) -> dict[tuple[int, int], int]:
     return tree
 
 
+#: What a gre replica process's command line holds (gre.replicas.replica spawns it).
+REPLICA_MODULE = b"gre.replicas.worker"
+
+
+def replica_keys(tree: dict[tuple[int, int], int]) -> set[tuple[int, int]]:
+    """The entries of ``tree`` that are gre replica processes (by their command line)."""
+    keys = set()
+    for pid, start in tree:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # gone since the sample
+            continue
+        if REPLICA_MODULE in command:
+            keys.add((pid, start))
+    return keys
+
+
 @dataclass(frozen=True)
 class TreeCpu:
     """A process tree's CPU between two :func:`process_tree` samples: ``seconds`` (user +
@@ -305,6 +324,9 @@ class Row:
     cpu_us_per_request: float
     cores: float
     processes: int
+    #: Of ``cpu_us_per_request``, what gre's replica processes spent (decode, preprocess,
+    #: the engine); the rest is the front end's (HTTP, batching, the trips to the replicas).
+    replica_us_per_request: float | None = None
     mean_batch: float | None = None
     statuses: dict[str, int] | None = None
     ratio_to_trivial: float | None = None
@@ -321,15 +343,21 @@ def measure(
     # Metrics outside the CPU samples: scraping costs the server CPU too.
     scraped = _get(metrics_url).decode() if metrics_url else None
     before = process_tree(pid)
+    replicas_before = replica_keys(before)
     result = run_wrk(url, script, seconds, connections)
     after = process_tree(pid)
     cpu = tree_cpu(before, after)
+    replicas = replica_keys(after) & replicas_before  # the same replicas all the window
+    replica_s = sum(after[k] - before[k] for k in replicas) / CLK_TCK if replicas else None
     window = gre_window(scraped, _get(metrics_url).decode()) if metrics_url and scraped else None
     return Row(
         name=name, label=label, requests=result.requests, duration_s=result.duration_s,
         rps=result.rps, non_2xx=result.non_2xx, socket_errors=result.socket_errors,
         cpu_s=cpu.seconds, cpu_us_per_request=cpu.seconds / max(result.requests, 1) * 1e6,
         cores=cpu.seconds / result.duration_s, processes=cpu.both,
+        replica_us_per_request=(
+            replica_s / max(result.requests, 1) * 1e6 if replica_s is not None else None
+        ),
         mean_batch=window.mean_batch if window else None,
         statuses=window.statuses if window else None,
     )  # fmt: skip
@@ -460,12 +488,13 @@ def table(rows: Sequence[Row], decode: DecodeLimit | None) -> str:
     """The printed table: one line per row, then the decode limit and the goals' ratios
     (marked when a window they rest on had errors)."""
     lines = [
-        f"{'row':<30} {'requests':>8} {'req/s':>8} {'CPU µs/req':>10} {'x trivial':>9} "
-        f"{'mean batch':>10} {'cores':>5} {'procs':>5}  notes"
+        f"{'row':<30} {'requests':>8} {'req/s':>8} {'CPU µs/req':>10} {'replicas':>8} "
+        f"{'x trivial':>9} {'mean batch':>10} {'cores':>5} {'procs':>5}  notes"
     ]
     for row in rows:
         lines.append(
             f"{row.label:<30} {row.requests:>8} {row.rps:>8.1f} {row.cpu_us_per_request:>10.1f} "
+            f"{_fmt(row.replica_us_per_request, '.1f'):>8} "
             f"{_fmt(row.ratio_to_trivial, '.2f'):>9} {_fmt(row.mean_batch, '.2f'):>10} "
             f"{row.cores:>5.2f} {row.processes:>5}  {_notes(row)}"
         )
@@ -478,7 +507,7 @@ def table(rows: Sequence[Row], decode: DecodeLimit | None) -> str:
             )
         lines.append(
             f"{label:<30} {'':>8} {decode.images_per_s:>8.1f} {decode.cpu_us_per_image:>10.1f} "
-            f"{'-':>9} {'-':>10} {decode.cores:>5.2f} {decode.processes:>5}  {note}"
+            f"{'-':>8} {'-':>9} {'-':>10} {decode.cores:>5.2f} {decode.processes:>5}  {note}"
         )
     by_name = {row.name: row for row in rows}
     trivial = by_name.get("trivial")

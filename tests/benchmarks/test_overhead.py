@@ -184,6 +184,9 @@ def test_a_short_run_against_the_trivial_endpoint_and_gre(
     assert rows["tiny"]["processes"] >= 2  # gre's front end and its replica
     assert rows["tiny-w2"]["processes"] >= 4  # and two HTTP workers
     assert rows["tiny"]["mean_batch"] >= 1
+    # The replica's share: some, not all (the front end parses HTTP and batches).
+    assert 0 < rows["tiny"]["replica_us_per_request"] < rows["tiny"]["cpu_us_per_request"]
+    assert rows["trivial"]["replica_us_per_request"] is None
     # gre's count over the window also holds answers to requests wrk gave up at its end.
     assert set(rows["tiny"]["statuses"]) == {"200"}
     assert figures["cpu_ratio_tiny_to_trivial"] == rows["tiny"]["ratio_to_trivial"] > 0

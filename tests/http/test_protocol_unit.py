@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 import gre.http.protocol
@@ -499,7 +499,7 @@ async def test_uvicorn_internals_gre_relies_on_exist() -> None:
         assert hasattr(protocol, name), f"{version}: HttpToolsProtocol.{name}; {hint}"
     assert protocol.connections is server_state.connections, f"{version}: connections; {hint}"
     assert isinstance(protocol.server_state.default_headers, list), f"{version}: {hint}"
-    assert isinstance(gre.http.protocol.STATUS_LINE[200], bytes), f"{version}: {hint}"
+    assert isinstance(STATUS_LINE[200], bytes), f"{version}: STATUS_LINE; {hint}"
     for name in (
         "response_complete",
         "response_started",
