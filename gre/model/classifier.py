@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -121,6 +121,8 @@ class Classifier:
         # The calling thread decodes too: the pool holds the other threads.
         self._pool = ThreadPoolExecutor(max(1, self._threads - 1), thread_name_prefix="gre-decode")
         self._blob_shapes: BlobShapes | None = None
+        # A runtime-checkable Protocol's isinstance walks its members: once, not per batch.
+        self._takes_pixels = isinstance(engine, TakesPixels)
 
     def close(self) -> None:
         """Stop the decode threads."""
@@ -245,7 +247,7 @@ class Classifier:
         # Features need the float32 input blob on the host (it is a blob too); a classify
         # batch goes to an engine that normalises on its device as uint8 crops.
         asks_blobs = any(wanted[i] for i in todo)
-        on_device = not asks_blobs and isinstance(self.engine, TakesPixels)
+        on_device = not asks_blobs and self._takes_pixels
         chosen = [images[i] for i in todo]
         crops: DeviceCrops | None = None
         if on_device and self._device_decoder is not None:
@@ -267,12 +269,12 @@ class Classifier:
             output, features = self.engine.forward_blobs(batch, names)
             probabilities = softmax(output) if self.apply_softmax else output
         elif crops is not None:
-            assert isinstance(self.engine, DecodesOnDevice)
-            output = self.engine.forward_crops(crops, self.preprocessor.normalization)
+            device_engine = cast(DecodesOnDevice, self.engine)  # it made the decoder
+            output = device_engine.forward_crops(crops, self.preprocessor.normalization)
             probabilities = softmax(output) if self.apply_softmax else output
         elif on_device:
-            assert isinstance(self.engine, TakesPixels)
-            output = self.engine.forward_pixels(batch, self.preprocessor.normalization)
+            pixel_engine = cast(TakesPixels, self.engine)  # self._takes_pixels
+            output = pixel_engine.forward_pixels(batch, self.preprocessor.normalization)
             probabilities = softmax(output) if self.apply_softmax else output
         else:
             probabilities = self.probabilities(batch)
