@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
@@ -62,34 +63,61 @@ class ClassifyDirectly:
 
     def __call__(
         self, protocol: LimitedHttpProtocol, cycle: RequestResponseCycle
-    ) -> DirectClassify | None:
-        scope = cycle.scope
-        if scope["path"] != PATH or scope["method"] != METHOD:
+    ) -> ConnectionClassify | None:
+        if not takes(cycle.scope):
             return None
         if cycle.waiting_for_100_continue or protocol.flow.write_paused:
             return None  # uvicorn's receive() and send() handle these
-        return DirectClassify(protocol, cycle, self.service)
+        return ConnectionClassify(protocol, cycle, self.service)
+
+
+#: Writes a request's whole answer: ``(status, headers, body)``; headers with lower-case
+#: names, ``content-length`` among them.
+Answer = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
+
+
+def takes(scope: Mapping[str, Any]) -> bool:
+    """Whether ``scope`` is a request :class:`DirectClassify` answers."""
+    return bool(scope["path"] == PATH and scope["method"] == METHOD)
 
 
 class DirectClassify:
-    """One classify request answered by its connection (see the module docstring).
+    """One classify request answered without ASGI (see the module docstring), whatever
+    carries its bytes: its connection (:class:`ConnectionClassify`) or an HTTP worker's bridge
+    (:mod:`gre.http.front_ends`).
 
-    The protocol calls :meth:`start` once the request's turn comes (its head is in, and any
-    request before it on the connection is answered), then :meth:`body` for each chunk and
-    :meth:`complete` at its end while :attr:`receiving`. Every entry point answers an
+    :meth:`begin` once the request's turn comes, with the body bytes already there, then
+    :meth:`body` for each chunk and :meth:`complete` at its end while :attr:`receiving`;
+    ``watch`` says when its client leaves, ``answer`` writes its answer, and ``done`` (if
+    given) is called once it is answered or its client has left. Every entry point answers an
     unforeseen exception 500 ``internal``, as the ASGI route does.
     """
 
-    __slots__ = ("chunks", "cycle", "exchange", "pending", "protocol", "service", "size", "stage")
+    __slots__ = (
+        "answer",
+        "chunks",
+        "done",
+        "exchange",
+        "pending",
+        "service",
+        "size",
+        "stage",
+        "watch",
+    )
 
     def __init__(
-        self, protocol: LimitedHttpProtocol, cycle: RequestResponseCycle, service: Service
+        self,
+        service: Service,
+        scope: Mapping[str, Any],
+        watch: LostConnection,
+        answer: Answer,
+        done: Callable[[], None] | None = None,
     ) -> None:
-        self.protocol = protocol
-        self.cycle = cycle
         self.service = service
-        scope = cycle.scope
         self.exchange = ClassifyExchange(service, scope["headers"], scope["query_string"])
+        self.watch = watch
+        self.answer = answer
+        self.done = done
         self.chunks: list[bytes] = []
         self.size = 0  # body bytes so far
         self.pending: Pending | None = None  # the queued request, once submitted
@@ -100,22 +128,19 @@ class DirectClassify:
         """Whether it wants the request's body chunks (:meth:`body`, :meth:`complete`)."""
         return self.stage is Stage.BODY
 
-    def start(self) -> None:
-        """The request's turn: admit it (or refuse it before any body is read), then take the
-        body already buffered, if any."""
+    def begin(self, buffered: bytes, more: bool) -> None:
+        """The request's turn: admit it (or refuse it before any body is read), then take
+        the ``buffered`` body bytes; ``more``: whether more are to come."""
         try:
             self.exchange.admit()
-            watch = self._watch()
-            if watch.lost:  # gone before its turn came
+            if self.watch.lost:  # gone before its turn came
                 self._gone()
                 return
-            watch.callback = self._lost
+            self.watch.callback = self._lost
             self.stage = Stage.BODY
-            cycle = self.cycle
-            if cycle.body:  # buffered while a request before it on the connection was answered
-                self._take(bytes(cycle.body))
-                cycle.body.clear()
-            if self.stage is Stage.BODY and not cycle.more_body:
+            if buffered:
+                self._take(buffered)
+            if self.stage is Stage.BODY and not more:
                 self._submit()
         except ApiError as exc:
             self._refuse(exc)
@@ -188,11 +213,6 @@ class DirectClassify:
         elif self.stage is Stage.BODY:
             self._gone()
 
-    def _watch(self) -> LostConnection:
-        watch = self.cycle.scope["extensions"][LOST_CONNECTION]
-        assert isinstance(watch, LostConnection)
-        return watch
-
     def _refuse(self, exc: ApiError) -> None:
         self._answer_response(self.exchange.refused(exc))
 
@@ -205,7 +225,7 @@ class DirectClassify:
 
     def _answer(self, status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
         self._end()
-        self.protocol.answer_directly(self.cycle, status, headers, content)
+        self.answer(status, headers, content)
         self.exchange.finish(status)
 
     def _gone(self) -> None:
@@ -216,4 +236,34 @@ class DirectClassify:
     def _end(self) -> None:
         self.stage = Stage.DONE
         self.chunks = []
-        self._watch().callback = None
+        self.watch.callback = None
+        if self.done is not None:
+            self.done()
+
+
+class ConnectionClassify(DirectClassify):
+    """A :class:`DirectClassify` on gre's own connection: the protocol's
+    :class:`gre.http.protocol.DirectHandler`, answering through
+    :meth:`LimitedHttpProtocol.answer_directly`."""
+
+    __slots__ = ("cycle",)
+
+    def __init__(
+        self, protocol: LimitedHttpProtocol, cycle: RequestResponseCycle, service: Service
+    ) -> None:
+        watch = cycle.scope["extensions"][LOST_CONNECTION]
+        assert isinstance(watch, LostConnection)
+
+        def answer(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+            protocol.answer_directly(cycle, status, headers, body)
+
+        super().__init__(service, cycle.scope, watch, answer)
+        self.cycle: RequestResponseCycle = cycle
+
+    def start(self) -> None:
+        """Its turn on the connection: what uvicorn buffered of its body meanwhile (while a
+        request before it was answered) comes first."""
+        cycle = self.cycle
+        buffered = bytes(cycle.body)
+        cycle.body.clear()
+        self.begin(buffered, cycle.more_body)

@@ -30,10 +30,12 @@ from starlette.types import ASGIApp, Message
 from gre.config import ServerConfig
 from gre.http import bridge
 from gre.http.bridge import port_socket
+from gre.http.direct_classify import DirectClassify, takes
 from gre.http.protocol import LOST_CONNECTION, LostConnection
 from gre.http.worker import WorkerSpec
 from gre.metrics import Metrics
 from gre.replicas import wire
+from gre.service import Service
 
 log = logging.getLogger("gre.http.front_ends")
 
@@ -136,12 +138,17 @@ class FrontEnds:
             kernel spreads connections evenly, so the totals hold roughly).
         app: the application every request runs through (gre's).
         metrics: where the workers' own refusals and held body bytes are counted.
+        service: given, a classify request whose body came whole with its head is answered
+            by a :class:`gre.http.direct_classify.DirectClassify` of it, without an ASGI task.
     """
 
-    def __init__(self, server: ServerConfig, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self, server: ServerConfig, app: ASGIApp, metrics: Metrics, service: Service | None = None
+    ) -> None:
         self.server = server
         self.app = app
         self.metrics = metrics
+        self.service = service
         self.workers = [WorkerProcess(i) for i in range(server.workers)]
         self._reserved: socket.socket | None = None
         self.port = server.port
@@ -282,6 +289,9 @@ class FrontEnds:
                 chunk = {"type": "http.request", "body": body, "more_body": more}
                 request = BridgedRequest(worker, rid, deque([chunk]), more)
                 worker.requests[rid] = request
+                if self.service is not None and not more and takes(scope):
+                    self._classify(self.service, request, scope, body)
+                    continue
                 task = asyncio.create_task(self._serve(request, scope))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -302,6 +312,21 @@ class FrontEnds:
                 worker.held = message[1]
             elif kind == bridge.LISTENING:
                 listening.set()
+
+    @staticmethod
+    def _classify(
+        service: Service, request: BridgedRequest, scope: dict[str, Any], body: bytes
+    ) -> None:
+        """Answer a bridged classify request whose body is whole, by callback."""
+
+        def answer(status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
+            request.worker.write((bridge.RESPONSE, request.rid, status, headers, content))
+
+        def done() -> None:
+            request.done = True
+            request.worker.requests.pop(request.rid, None)
+
+        DirectClassify(service, scope, request.watch, answer, done).begin(body, more=False)
 
     async def _serve(self, request: BridgedRequest, scope: dict[str, Any]) -> None:
         scope["extensions"] = {LOST_CONNECTION: request.watch}

@@ -219,7 +219,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_size += len(url)
         super().on_url(url)
 
-
     def on_headers_complete(self) -> None:
         if self._deaf:
             return
@@ -242,14 +241,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._refuse_declared(declared)
             return
         previous = self.cycle
+        # The request's scope (uvicorn's self.scope, the new cycle's) is complete before a
+        # direct answer's handler is made for it.
+        extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+        extensions[LOST_CONNECTION] = LostConnection()
         self._heading = True  # a direct answer's start waits in self._deferred till the end
         try:
             super().on_headers_complete()
         finally:
             self._heading = False
         if self.cycle is not previous:  # not an upgrade: a new request
-            extensions: dict[str, Any] = self.cycle.scope.setdefault("extensions", {})
-            extensions[LOST_CONNECTION] = LostConnection()
             cycle = self.cycle
             extensions[BODY_READY] = lambda: bool(cycle.body) or not cycle.more_body
             if declared:

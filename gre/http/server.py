@@ -183,7 +183,7 @@ def build_server(config: Config, reload_config: Callable[[], Config] | None = No
         log.info("server.workers = 0: %d HTTP worker process(es) for this plan", workers)
     if workers > 1:
         resolved = server.model_copy(update={"workers": workers})
-        gre_server.front_ends = FrontEnds(resolved, app, service.metrics)
+        gre_server.front_ends = FrontEnds(resolved, app, service.metrics, service)
     return gre_server
 
 

@@ -1,15 +1,24 @@
 """The primary's half of the worker bridge in-process: a bridged request's ``receive`` and
 ``send`` against a worker stand-in that records what would cross the socketpair. No
-processes, no sockets, no sleeps; tests/http/test_workers.py runs the real thing."""
+processes, no sockets, no sleeps (the classify tests yield to a real Service and a fake
+replica); tests/http/test_workers.py runs the real thing."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
+from gre.config import load_config
 from gre.http import bridge
-from gre.http.front_ends import BridgedRequest, WorkerProcess
+from gre.http.front_ends import BridgedRequest, FrontEnds, WorkerProcess
+from gre.service import Service
+from tests.fakes import FakeReplica
+from tests.http.test_direct_classify import TINY
 
 
 class RecordingWorker(WorkerProcess):
@@ -85,3 +94,59 @@ async def test_a_lost_client_reads_as_a_disconnect_and_calls_its_watch_back() ->
     assert await request.receive() == {"type": "http.disconnect"}  # and from then on
     assert called == ["lost"]
     assert worker.sent == [(bridge.MORE, 7)]
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[Service]:
+    """A started Service over the default model and one fake replica, no queue delay."""
+    config = load_config(None, {}, {"max_queue_delay_ms": "0"})
+    service = Service(config, replica=FakeReplica)
+    FakeReplica.made.clear()
+    await service.start()
+    yield service
+    await service.stop()
+
+
+SCOPE = {
+    "type": "http",
+    "method": "POST",
+    "path": "/api/classify",
+    "query_string": b"top_k=1",
+    "headers": [(b"x-request-id", b"bridged")],
+}
+
+
+async def test_a_whole_classify_request_is_answered_by_callback_in_one_message(
+    service: Service,
+) -> None:
+    """FrontEnds._classify: no ASGI task; the answer crosses as one RESPONSE and the request
+    leaves the worker's table."""
+    worker, request = bridged(TINY, more=False)
+    FrontEnds._classify(service, request, dict(SCOPE), TINY)
+    while not worker.sent:
+        await asyncio.sleep(0)
+    ((kind, rid, status, headers, body),) = worker.sent
+    assert (kind, rid, status) == (bridge.RESPONSE, 7, 200)
+    assert body == b'[{"confidence":0.75,"label":"sfw"}]'
+    assert (b"x-request-id", b"bridged") in headers
+    assert worker.requests == {}
+    assert request.done
+
+
+async def test_a_bridged_classify_request_whose_client_left_is_dropped(service: Service) -> None:
+    replica = FakeReplica.made[-1]
+    replica.gate = threading.Event()  # the first request holds the only replica
+    held_worker, held = bridged(TINY, more=False)
+    FrontEnds._classify(service, held, dict(SCOPE), TINY)
+    while not replica.started.is_set():
+        await asyncio.sleep(0)
+    worker, request = bridged(TINY, more=False)
+    FrontEnds._classify(service, request, dict(SCOPE), TINY)
+    request.lost()  # the worker said GONE
+    replica.gate.set()
+    while not held_worker.sent:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert worker.sent == []
+    assert worker.requests == {}
+    assert replica.batches == [[TINY]]  # the one that left never ran
