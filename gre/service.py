@@ -19,6 +19,7 @@ from gre.batching.errors import ReplicaStartError
 from gre.batching.queue import Pending
 from gre.batching.scheduler import Admission, Completed, Scheduler
 from gre.config import Config, ConfigError
+from gre.heap import freeze_startup_objects
 from gre.messages import BatchResult, Prediction, Ready, ReplicaSpec
 from gre.metrics import GpuCollector, Metrics, ReplicaCollector
 from gre.model.engines.choice import decode_problem
@@ -344,6 +345,7 @@ class Service:
             self._retired_restarts += old.pool.restarts
         self.last_reload_error = None
         self.metrics.reloads.labels("ok").inc()
+        freeze_startup_objects("front end")  # the new model's objects live as long
         return generation
 
     async def _wait_started_unless_stopped(self, generation: Generation) -> None:

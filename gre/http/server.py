@@ -29,6 +29,7 @@ import uvicorn
 import uvloop
 
 from gre.config import Config
+from gre.heap import freeze_startup_objects
 from gre.http.app import create_app
 from gre.http.budget import BodyBudget
 from gre.http.direct_classify import ClassifyDirectly
@@ -123,6 +124,7 @@ class GreServer(uvicorn.Server):
             return
         # Every replica has loaded its net and run a warm-up batch: /readyz is 200 now.
         log.info("ready: %d replica(s) warmed up", self.service.readiness().replicas_ready)
+        freeze_startup_objects("front end")
         self.notifier.notify("READY=1")
         self._spawn(self.notifier.watchdog())
 

@@ -28,6 +28,7 @@ import uvicorn
 import uvloop
 from starlette.types import Message, Receive, Scope, Send
 
+from gre.heap import freeze_startup_objects
 from gre.http import bridge
 from gre.http.budget import BodyBudget
 from gre.http.protocol import (
@@ -174,6 +175,7 @@ class WorkerServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        freeze_startup_objects("HTTP worker")
         self.bridge_app.write((bridge.LISTENING,))
 
 

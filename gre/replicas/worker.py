@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from gre.config import PreprocessConfig
+from gre.heap import freeze_startup_objects
 from gre.messages import (
     BatchFailed,
     BatchRequest,
@@ -124,6 +125,7 @@ def serve(sock: socket.socket, arena: ArenaReader | None = None) -> int:
             traceback.print_exc(file=sys.stderr)
         wire.send(sock, StartFailed(f"{type(exc).__name__}: {exc}"))
         return 1
+    freeze_startup_objects("replica")  # the net, the engine and the warm-up's leftovers
     wire.send(sock, Ready(os.getpid(), engine.name, engine.device, num_classes, blobs))
     while True:
         try:
