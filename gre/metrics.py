@@ -44,6 +44,7 @@ class Metrics:
             "gre_requests", "Classification requests answered, by HTTP status.", ["code"],
             registry=r,
         )  # fmt: skip
+        self._answered: dict[int, Any] = {}  # status -> its gre_requests_total child
         self.request_duration = Histogram(
             "gre_request_duration_seconds", "End-to-end request time, body read to answer.",
             buckets=LATENCY_BUCKETS, registry=r,
@@ -100,6 +101,14 @@ class Metrics:
         self.batch_size.observe(size)
         self.preprocess_duration.observe(preprocess_s)
         self.inference_duration.labels(replica, device).observe(inference_s)
+
+    def answered(self, status: int) -> None:
+        """Count one request answered ``status`` (``gre_requests_total{code}``); each code's
+        child is looked up once, not per request."""
+        child = self._answered.get(status)
+        if child is None:
+            child = self._answered[status] = self.requests.labels(str(status))
+        child.inc()
 
     def render(self) -> bytes:
         """The text exposition format of every metric."""

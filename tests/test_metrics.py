@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gre.metrics import LATENCY_BUCKETS, batch_size_buckets
+from gre.metrics import LATENCY_BUCKETS, Metrics, batch_size_buckets
 from tests.support import Server, distinct_jpegs, running_server, shared
 
 
@@ -106,3 +106,12 @@ def test_metrics_endpoint_is_prometheus_text(server: Server) -> None:
     response = httpx.get(f"{server.url}/metrics", timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
+
+
+def test_answered_counts_each_status_in_its_own_series() -> None:
+    metrics = Metrics(4)
+    for status in (200, 200, 503, 200):
+        metrics.answered(status)
+    text = metrics.render().decode()
+    assert 'gre_requests_total{code="200"} 3.0' in text
+    assert 'gre_requests_total{code="503"} 1.0' in text

@@ -203,7 +203,7 @@ def account(service: Service, status: int, elapsed_s: float, record: dict[str, A
     if status == 499:
         access_log.info("client disconnected", extra=record)
         return
-    service.metrics.requests.labels(str(status)).inc()
+    service.metrics.answered(status)
     service.metrics.request_duration.observe(elapsed_s)
     if status >= 400:
         access_log.warning("request failed", extra=record)
