@@ -163,14 +163,17 @@ def jpeg_frame_header(data: bytes, on_segment: Callable[[int, bytes], None] | No
             short, or no frame header within :data:`MAX_JPEG_SEGMENTS` segments.
     """
     pos = 2
+    size = len(data)
     for _ in range(MAX_JPEG_SEGMENTS):
-        fill = _FILL_BYTES.match(data, pos)
-        if fill is None:
-            if pos >= len(data):
-                break
-            raise ImageError("corrupt JPEG: bad marker before the frame header")
-        pos = fill.end() - 1  # any run of fill bytes, then the last 0xFF starts the marker
-        if pos + 4 > len(data):
+        # Nearly always one 0xFF and then the marker: the regex only for a run of fill bytes.
+        if not (pos + 1 < size and data[pos] == 0xFF and data[pos + 1] != 0xFF):
+            fill = _FILL_BYTES.match(data, pos)
+            if fill is None:
+                if pos >= size:
+                    break
+                raise ImageError("corrupt JPEG: bad marker before the frame header")
+            pos = fill.end() - 1  # any run of fill bytes, then the last 0xFF starts the marker
+        if pos + 4 > size:
             break
         marker = data[pos + 1]
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers
@@ -178,7 +181,7 @@ def jpeg_frame_header(data: bytes, on_segment: Callable[[int, bytes], None] | No
             continue
         (length,) = struct.unpack_from(">H", data, pos + 2)
         if marker in _SOF_MARKERS:
-            if pos + 9 > len(data):
+            if pos + 9 > size:
                 break
             return pos
         if marker in (0xD8, 0xD9, 0xDA) or length < 2:  # SOI, EOI or scan data before a frame
