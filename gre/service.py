@@ -127,8 +127,8 @@ class Service:
         self._stopped = asyncio.Event()  # set by stop(): a reload in progress gives up
         #: Every replica slot of every generation, by name (names never repeat).
         self._slots: dict[str, Slot] = {}
-        self._labels: dict[str, list[str] | None] = {}
-        self._encoders: dict[str, AnswerEncoder] = {}  # by replica: each generation's labels
+        #: By replica name: its generation's labels, and their answers' encoder.
+        self._encoders: dict[str, AnswerEncoder] = {}
         self._current = self._load(config, 1)
         self._next: Generation | None = None  # being started by a reload
         self._retiring: list[Generation] = []
@@ -204,7 +204,6 @@ class Service:
         encoder = AnswerEncoder(model.labels)
         for slot in generation.pool.slots:
             self._slots[slot.name] = slot
-            self._labels[slot.name] = model.labels
             self._encoders[slot.name] = encoder
         return generation
 
@@ -453,7 +452,7 @@ class Service:
         """GRE's response shape for a completed request (see :func:`gre.model.labels.answer`)."""
         assert isinstance(completed.outcome, Prediction)
         # The labels of the model that ran it: during a reload both models answer.
-        return answer(completed.outcome, self._labels[completed.replica])
+        return answer(completed.outcome, self._encoders[completed.replica].labels)
 
     def answer_json(self, completed: Completed) -> bytes:
         """:meth:`answer`, encoded as its JSON response body (UTF-8 bytes)."""

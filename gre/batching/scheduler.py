@@ -162,7 +162,7 @@ class Scheduler:
             asyncio.CancelledError: :meth:`cancel` dropped it (its client went away).
         """
         # One timer on the loop rather than wait_for + shield: two tasks fewer per request.
-        timer = self.arm_deadline(item)
+        timer = self._arm_deadline(item)
         try:
             completed: Completed = await item.future
         finally:
@@ -173,7 +173,7 @@ class Scheduler:
         """:meth:`result` without a coroutine: ``callback`` is called (from the event loop)
         with ``item``'s future once it is done, at the latest at its deadline (then with
         :class:`DeadlineExceeded`); cancelled when :meth:`cancel` dropped it."""
-        timer = self.arm_deadline(item)
+        timer = self._arm_deadline(item)
 
         def done(future: asyncio.Future[Completed]) -> None:
             timer.cancel()
@@ -181,7 +181,7 @@ class Scheduler:
 
         item.future.add_done_callback(done)
 
-    def arm_deadline(self, item: Pending) -> asyncio.TimerHandle:
+    def _arm_deadline(self, item: Pending) -> asyncio.TimerHandle:
         """The timer that fails ``item`` with :class:`DeadlineExceeded` at its deadline;
         cancel it once the answer is in."""
         return asyncio.get_running_loop().call_at(item.deadline, self._expire, item)

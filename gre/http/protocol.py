@@ -330,13 +330,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         cycle.response_started = cycle.response_complete = True
         cycle.waiting_for_100_continue = False
-        for name, value in headers:
-            if name == b"connection" and b"close" in value.lower():
-                cycle.keep_alive = False
+        closes = any(n == b"connection" and b"close" in v.lower() for n, v in headers)
+        if closes:
+            cycle.keep_alive = False
         lines = [STATUS_LINE[status]]
         lines += [n + b": " + v + b"\r\n" for n, v in self.server_state.default_headers]
         lines += [n + b": " + v + b"\r\n" for n, v in headers]
-        if not cycle.keep_alive and not any(n == b"connection" for n, _ in headers):
+        if not cycle.keep_alive and not closes:
             lines.append(b"connection: close\r\n")
         lines += [b"\r\n", body]
         self.transport.write(b"".join(lines))
