@@ -52,15 +52,41 @@ def top_k(row: npt.NDArray[np.float32], k: int) -> Prediction:
 
 
 def top_k_rows(rows: npt.NDArray[np.float32], ks: Sequence[int]) -> list[Prediction]:
-    """:func:`top_k` of each row of ``(N, K)`` with its own ``ks[i]``: one stable sort of the
-    batch and one conversion to Python numbers, not one per image."""
+    """:func:`top_k` of each row of ``(N, K)`` with its own ``ks[i]``: one pass over the
+    batch and one conversion to Python numbers, not one per image.
+
+    The order is a stable descending sort's (ties keep the lower index first; NaN last), as
+    ``np.argsort(-row, kind="stable")``. Sorting all K classes to keep a few cost 57 us per
+    image for 1000 classes; a partition keeps the ``max(ks)`` largest first, and only those are
+    sorted (10 us). When a tie straddles the partition's edge (or a NaN is among the largest),
+    which of the tied classes the partition kept is arbitrary: those batches take the full
+    stable sort, so the answer never depends on the path.
+    """
     if not len(rows):
         return []
     widest = max(ks)
-    order = np.argsort(-rows, axis=1, kind="stable")[:, :widest]
+    order = _top_order(-rows, widest)
     values = np.take_along_axis(rows, order, axis=1)
     indices, confidences = order.tolist(), values.tolist()
     return [Prediction(tuple(indices[i][:k]), tuple(confidences[i][:k])) for i, k in enumerate(ks)]
+
+
+#: A partition pays when it keeps less than this fraction of the classes.
+_PARTITION_BELOW = 0.25
+
+
+def _top_order(negated: npt.NDArray[np.float32], widest: int) -> npt.NDArray[np.intp]:
+    """``(N, widest)`` column indices of each row's ``widest`` smallest, in stable order."""
+    if widest < negated.shape[1] * _PARTITION_BELOW:
+        kept = np.argpartition(negated, widest - 1, axis=1)[:, :widest]
+        values = np.take_along_axis(negated, kept, axis=1)
+        edge = values.max(axis=1, keepdims=True)  # NaN when a NaN was kept: no row passes
+        # Exactly ``widest`` at or under the edge: the partition kept every class a stable
+        # sort would, and no tie with one it dropped.
+        if ((negated <= edge).sum(axis=1) == widest).all():
+            by_value_then_index = np.lexsort((kept, values), axis=1)
+            return np.take_along_axis(kept, by_value_then_index, axis=1)
+    return np.argsort(negated, axis=1, kind="stable")[:, :widest]
 
 
 @contextlib.contextmanager

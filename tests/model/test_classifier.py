@@ -77,6 +77,54 @@ def test_top_k_rows_sorts_the_batch_once_as_top_k_sorts_each_row() -> None:
     assert top_k_rows(np.empty((0, 3), np.float32), []) == []
 
 
+def stable_top(row: np.ndarray, k: int) -> Prediction:
+    order = np.argsort(-row, kind="stable")[:k]
+    return Prediction(tuple(map(int, order)), tuple(map(float, row[order])))
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["distinct", "tie_inside", "tie_on_the_edge", "nan_on_top", "nan_below", "negative_zero"],
+)
+def test_top_k_rows_partition_gives_the_full_stable_sorts_answer(case: str) -> None:
+    """The partition path (k well under the classes) and its fall-back to the full sort agree
+    with a stable argsort on every kind of row a net can give."""
+    rng = np.random.default_rng(11)
+    rows = rng.random((4, 1000), dtype=np.float32) * 0.5
+    if case == "tie_inside":  # tied, all among the top 5
+        rows[1, [3, 900, 40]] = 0.9
+    if case == "tie_on_the_edge":  # 4 tied for places 4 and 5: the lowest two indices win
+        rows[2, [7, 8]] = [0.99, 0.98]
+        rows[2, [10]] = 0.97
+        rows[2, [950, 600, 20, 300]] = 0.96
+    if case == "nan_on_top":
+        rows[0, 5] = np.nan
+    if case == "nan_below":  # a NaN sorts last: not among the top
+        rows[3, 999] = np.nan
+    if case == "negative_zero":  # -0.0 and 0.0 tie, as the sort compares them
+        rows[1] = 0.0
+        rows[1, [500, 2]] = -0.0
+        rows[1, 700] = 1.0
+    ks = [5, 1, 5, 3]
+    got = top_k_rows(rows, ks)
+    for row, k, prediction in zip(rows, ks, got, strict=True):
+        expected = stable_top(row, k)
+        assert prediction.indices == expected.indices
+        np.testing.assert_array_equal(prediction.confidences, expected.confidences)
+    if case == "tie_on_the_edge":
+        assert got[2].indices == (7, 8, 10, 20, 300)
+
+
+def test_top_k_rows_agrees_with_the_full_sort_on_many_batches() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        rows = rng.random((16, 1000), dtype=np.float32)
+        if trial % 2:
+            rows = np.round(rows * 40) / 40  # ties everywhere
+        ks = [int(k) for k in rng.integers(1, 80, 16)]
+        assert top_k_rows(rows, ks) == [stable_top(r, k) for r, k in zip(rows, ks, strict=True)]
+
+
 def test_a_batch_decoded_across_threads_keeps_each_image_in_its_place() -> None:
     """The calling thread and the pool take images as they finish; results keep their place."""
     pre = Preprocessor.build(PreprocessConfig(), (3, 224, 224))

@@ -43,7 +43,7 @@ CORPUS = 64
 #: near-ties) and |dp| 1.5x higher. fp16 runs here only where the CPU's slow fp16
 #: convolutions take seconds (the doc has every model in both precisions).
 BOUNDS: dict[tuple[str, str], tuple[int, float]] = {
-    ("open_nsfw", "bf16"): (63, 3.7e-3),  # measured 64/64, 2.45e-3
+    ("open_nsfw", "bf16"): (63, 6.2e-3),  # measured 64/64, 2.45e-3; 4.14e-3 on another CPU
     ("open_nsfw", "fp16"): (63, 2.9e-3),  # 64/64, 1.94e-3
     ("bvlc_reference_caffenet", "bf16"): (61, 5.4e-2),  # 63/64, 3.61e-2
     ("bvlc_reference_caffenet", "fp16"): (63, 5.3e-3),  # 64/64, 3.51e-3
