@@ -77,7 +77,7 @@ _PARTITION_BELOW = 0.25
 
 def _top_order(negated: npt.NDArray[np.float32], widest: int) -> npt.NDArray[np.intp]:
     """``(N, widest)`` column indices of each row's ``widest`` smallest, in stable order."""
-    if widest < negated.shape[1] * _PARTITION_BELOW:
+    if 0 < widest < negated.shape[1] * _PARTITION_BELOW:  # k = 0 (features only): no classes
         kept = np.argpartition(negated, widest - 1, axis=1)[:, :widest]
         values = np.take_along_axis(negated, kept, axis=1)
         edge = values.max(axis=1, keepdims=True)  # NaN when a NaN was kept: no row passes

@@ -115,6 +115,12 @@ def test_top_k_rows_partition_gives_the_full_stable_sorts_answer(case: str) -> N
         assert got[2].indices == (7, 8, 10, 20, 300)
 
 
+def test_top_k_rows_of_a_features_only_batch_is_empty_predictions() -> None:
+    """top_k 0 for every image (features requests): no classes, and no error."""
+    rows = np.random.default_rng(5).random((3, 1000), dtype=np.float32)
+    assert top_k_rows(rows, [0, 0, 0]) == [Prediction((), ())] * 3
+
+
 def test_top_k_rows_agrees_with_the_full_sort_on_many_batches() -> None:
     rng = np.random.default_rng(3)
     for trial in range(60):
