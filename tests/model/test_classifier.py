@@ -61,6 +61,12 @@ def test_prepare_fills_the_batch_of_the_images_that_decode(
     classifier.close()
 
 
+def stable_top(row: np.ndarray, k: int) -> Prediction:
+    """The reference: a stable descending argsort of the whole row, then its first ``k``."""
+    order = np.argsort(-row, kind="stable")[:k]
+    return Prediction(tuple(map(int, order)), tuple(map(float, row[order])))
+
+
 def test_top_k_rows_sorts_the_batch_once_as_top_k_sorts_each_row() -> None:
     rng = np.random.default_rng(7)
     rows = rng.random((5, 1000), dtype=np.float32)
@@ -71,15 +77,9 @@ def test_top_k_rows_sorts_the_batch_once_as_top_k_sorts_each_row() -> None:
     assert got[2] == Prediction((0, 1, 2), (0.0, 0.0, 0.0))
     assert got[3].indices == (10, 20)
     for row, k, prediction in zip(rows, ks, got, strict=True):
-        order = np.argsort(-row, kind="stable")[:k]
-        assert prediction == Prediction(tuple(map(int, order)), tuple(map(float, row[order])))
+        assert prediction == stable_top(row, k)
         assert prediction == top_k(row, k)
     assert top_k_rows(np.empty((0, 3), np.float32), []) == []
-
-
-def stable_top(row: np.ndarray, k: int) -> Prediction:
-    order = np.argsort(-row, kind="stable")[:k]
-    return Prediction(tuple(map(int, order)), tuple(map(float, row[order])))
 
 
 @pytest.mark.parametrize(
