@@ -126,7 +126,7 @@ def test_top_k_rows_agrees_with_the_full_sort_on_many_batches() -> None:
     for trial in range(60):
         rows = rng.random((16, 1000), dtype=np.float32)
         if trial % 2:
-            rows = np.round(rows * 40) / 40  # ties everywhere
+            rows = (np.round(rows * 40) / 40).astype(np.float32)  # ties everywhere
         ks = [int(k) for k in rng.integers(1, 80, 16)]
         assert top_k_rows(rows, ks) == [stable_top(r, k) for r, k in zip(rows, ks, strict=True)]
 
