@@ -208,3 +208,43 @@ def test_pixels_write_into_a_batch_slot(cat: np.ndarray) -> None:
     assert pre.pixels(cat, slot) is slot
     np.testing.assert_array_equal(batch[1], pre.pixels(cat))
     assert not batch[0].any()
+
+
+def reference_pixels(pre: Preprocessor, image: np.ndarray) -> np.ndarray:
+    """:meth:`Preprocessor.pixels` step by step: squash, crop, NumPy's transpose (or gray)."""
+    channels, height, width = pre.input_shape
+    squashed: np.ndarray
+    if pre.resize_method == "caffe":
+        squashed = caffe_resize(image, pre.resize)
+    else:
+        squashed = cv2.resize(image, pre.resize[::-1], interpolation=cv2.INTER_LINEAR)
+    top, left = crop_offset(pre.resize[0], height), crop_offset(pre.resize[1], width)
+    cropped = squashed[top : top + height, left : left + width]
+    if channels == 1:
+        return np.asarray(cv2.cvtColor(cropped, cv2.COLOR_BGR2GRAY))[None]
+    chw = cropped.transpose(2, 0, 1)
+    return np.ascontiguousarray(chw[::-1] if pre.rgb else chw)
+
+
+@pytest.mark.parametrize("case", sorted(ARITHMETIC_CASES))
+@pytest.mark.parametrize("into", ["new", "batch slot", "strided", "another dtype"])
+def test_pixels_are_the_transposed_crop_whatever_the_out(
+    case: str, into: str, cat: np.ndarray
+) -> None:
+    # cv2.split and cvtColor write into the out's planes when they can, and allocate their own
+    # (then copied) when they cannot: every out gets the same pixels.
+    config, shape = ARITHMETIC_CASES[case]
+    pre = Preprocessor.build(config, shape)
+    expected = reference_pixels(pre, cat)
+    channels, height, width = shape
+    out: np.ndarray | None = None
+    if into == "batch slot":
+        out = np.zeros((3, *shape), pre.pixel_dtype)[1]
+    elif into == "strided":  # every other column of a wider array: no plane is contiguous
+        out = np.zeros((channels, height, 2 * width), pre.pixel_dtype)[:, :, ::2]
+    elif into == "another dtype":
+        out = np.zeros(shape, np.float64)
+    pixels = pre.pixels(cat, out)
+    if out is not None:
+        assert pixels is out
+    np.testing.assert_array_equal(pixels, expected)
