@@ -152,9 +152,11 @@ class Preprocessor:
 
 
 def _write_planes(written: Sequence[npt.NDArray[Any]], planes: list[npt.NDArray[Any]]) -> None:
-    """Copy OpenCV's outputs into ``planes`` unless it wrote them in place."""
+    """Copy OpenCV's outputs into ``planes`` unless it wrote them in place (then its binding
+    hands back the very arrays it was given: identity, not ``.ctypes.data``, which builds a
+    ctypes object per call)."""
     for result, plane in zip(written, planes, strict=True):
-        if result.ctypes.data != plane.ctypes.data:
+        if result is not plane:
             plane[...] = result
 
 
