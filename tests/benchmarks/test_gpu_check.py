@@ -418,8 +418,21 @@ def test_a_quick_cpu_run_checks_and_measures_every_section(tmp_path: Path) -> No
             assert isinstance(figures["max_dp"], float), (name, reference)
             assert 0.0 <= figures["max_dp"] <= 1e-5, (name, reference)
             assert figures["top1_same"] == net["images"], (name, reference)
-    agreement = sections["agreement"]["figures"]["nets"]
-    assert set(agreement) == set(QUICK.nets or ())
+    # fp16's CPU kernels are slow: on a slow day the budget leaves the second net out, and
+    # the section must then say so (as throughput's rows, below, may be fewer).
+    agreement = sections["agreement"]
+    ran = list(agreement["figures"]["nets"])
+    quick_nets = list(QUICK.nets or ())
+    assert ran, agreement
+    assert ran == quick_nets[: len(ran)], agreement
+    for name in ran:
+        by_precision = agreement["figures"]["nets"][name]
+        assert set(by_precision) == {"bf16", "fp16"}, name
+        for figures in by_precision.values():
+            assert 0 <= figures["top1_same"] <= figures["images"] == QUICK.agreement_images
+    if ran != quick_nets:
+        assert agreement["status"] == "partial", agreement
+        assert agreement["why"] == f"budget: {', '.join(quick_nets[len(ran) :])} left out"
     rows = sections["throughput"]["figures"]["rows"]
     assert {(r["net"], r["batch"]) for r in rows} <= {
         (n, b) for n in QUICK.throughput_nets for b in QUICK.batches
