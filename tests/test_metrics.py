@@ -93,6 +93,9 @@ def test_one_json_log_line_per_request_with_its_id(server: Server) -> None:
     assert entry["batch_size"] >= 1
     assert entry["replica"] == "0@cpu"
     assert all(entry[k] >= 0 for k in ("queue_ms", "preprocess_ms", "inference_ms"))
+    # Logged to the µs: rounded as the line is written.
+    durations = ("queue_ms", "preprocess_ms", "inference_ms", "duration_ms")
+    assert all(round(entry[k], 3) == entry[k] for k in durations)
     error = [line for line in lines if line.get("request_id") == generated]
     assert len(error) == 1
     assert error[0]["level"] == "WARNING"

@@ -400,9 +400,9 @@ def _record(service: Service, completed: Sequence[Completed], record: dict[str, 
     record.update(
         batch_sizes=[c.batch_size for c in completed],
         replicas=sorted({c.replica for c in completed}),
-        queue_ms=round(max(c.queue_ms for c in completed), 3),
-        preprocess_ms=round(max(c.preprocess_ms for c in completed), 3),
-        inference_ms=round(max(c.inference_ms for c in completed), 3),
+        queue_ms=max(c.queue_ms for c in completed),
+        preprocess_ms=max(c.preprocess_ms for c in completed),
+        inference_ms=max(c.inference_ms for c in completed),
     )
     for answer in completed:
         service.metrics.queue_duration.observe(answer.queue_ms / 1e3)
