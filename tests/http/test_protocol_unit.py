@@ -110,6 +110,8 @@ class MockLoop:
 
     def __init__(self) -> None:
         self.timers: list[MockTimerHandle] = []
+        #: The delay of every timer scheduled so far, pending or not, in order.
+        self.scheduled: list[float] = []
         self.tasks: list[asyncio.Task[None]] = []
 
     def call_later(
@@ -118,6 +120,7 @@ class MockLoop:
         """Record a timer instead of scheduling it."""
         handle = MockTimerHandle(self, delay, callback, args)
         self.timers.append(handle)
+        self.scheduled.append(delay)
         return handle
 
     def create_task(self, coroutine: Any, **kwargs: Any) -> asyncio.Task[None]:
@@ -317,6 +320,52 @@ async def test_kept_alive_head_deadline_runs_from_the_next_requests_first_byte()
     message = "the request head (request line and headers) did not arrive within 0.001 s"
     body = b'{"error":"request_timeout","message":"%s"}' % message.encode()
     assert transport.buffer == OK + refusal(b"408 Request Timeout", body)
+    assert transport.closed
+    assert server.rejected == ["request_timeout"]
+
+
+async def test_a_request_that_arrives_in_one_read_arms_no_deadline() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    assert server.loop.scheduled == [HEAD_TIMEOUT_S]  # the first head's, from the connection
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody")
+    await server.loop.finish()
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody")
+    await server.loop.finish()
+    assert transport.buffer == OK + OK
+    # Whole in one read, neither request armed a head or body deadline; the connection's
+    # first head deadline was cancelled, and only uvicorn's keep-alive timer is pending.
+    assert [d for d in server.loop.scheduled if d != KEEP_ALIVE_S] == [HEAD_TIMEOUT_S]
+    assert [t.delay for t in server.loop.timers] == [KEEP_ALIVE_S]
+
+
+async def test_a_body_over_many_reads_keeps_the_deadline_its_head_began() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\npart")
+    deadline = server.loop.timer(protocol, BODY_TIMEOUT_S)
+    protocol.data_received(b"pa")  # more body: the deadline still runs from the head's end
+    protocol.data_received(b"rt")
+    assert server.loop.timer(protocol, BODY_TIMEOUT_S) is deadline
+    assert server.loop.scheduled == [HEAD_TIMEOUT_S, BODY_TIMEOUT_S]
+    protocol.data_received(b"!!")  # the end of the body: no deadline runs
+    assert deadline.cancelled
+    await server.loop.finish()
+    assert transport.buffer == OK
+    assert [t.delay for t in server.loop.timers] == [KEEP_ALIVE_S]
+
+
+async def test_a_pipelined_body_begun_in_the_last_bodys_read_gets_its_own_deadline() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbo")
+    first = server.loop.timer(protocol, BODY_TIMEOUT_S)
+    # The first body ends and a second request's body begins, in one read.
+    protocol.data_received(b"dyPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbo")
+    second = server.loop.timer(protocol, BODY_TIMEOUT_S)
+    assert first.cancelled
+    assert second is not first
+    second.fire()
     assert transport.closed
     assert server.rejected == ["request_timeout"]
 
