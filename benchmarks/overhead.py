@@ -250,7 +250,7 @@ def tree_cpu(before: dict[tuple[int, int], int], after: dict[tuple[int, int], in
 # --- gre's metrics -----------------------------------------------------------------------
 
 
-def _get(url: str, timeout_s: float = 10.0) -> bytes:
+def fetch_body(url: str, timeout_s: float = 10.0) -> bytes:
     """GET ``url``'s body (no proxies: the servers are local)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(url, timeout=timeout_s) as response:
@@ -341,7 +341,7 @@ def measure(
     around it."""
     run_wrk(url, script, warmup, connections)
     # Metrics outside the CPU samples: scraping costs the server CPU too.
-    scraped = _get(metrics_url).decode() if metrics_url else None
+    scraped = fetch_body(metrics_url).decode() if metrics_url else None
     before = process_tree(pid)
     replicas_before = replica_keys(before)
     result = run_wrk(url, script, seconds, connections)
@@ -349,7 +349,9 @@ def measure(
     cpu = tree_cpu(before, after)
     replicas = replica_keys(after) & replicas_before  # the same replicas all the window
     replica_s = sum(after[k] - before[k] for k in replicas) / CLK_TCK if replicas else None
-    window = gre_window(scraped, _get(metrics_url).decode()) if metrics_url and scraped else None
+    window = (
+        gre_window(scraped, fetch_body(metrics_url).decode()) if metrics_url and scraped else None
+    )
     return Row(
         name=name, label=label, requests=result.requests, duration_s=result.duration_s,
         rps=result.rps, non_2xx=result.non_2xx, socket_errors=result.socket_errors,
@@ -591,7 +593,7 @@ def gre_rows(
     log = log_path("gre-overhead", port)
     rows = []
     with running_gre("--engine", "null", *flags, port=port, log=log, cwd=ROOT) as gre:
-        model = json.loads(_get(f"{gre.url}/api/model"))
+        model = json.loads(fetch_body(f"{gre.url}/api/model"))
         info = {
             "replicas": len(model["replicas"]), "devices": model["devices"],
             "batching": model["batching"],

@@ -1,0 +1,83 @@
+"""benchmarks.instructions: callgrind's dumps read, and one real counted run of the trivial
+endpoint and gre's front end under Valgrind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks.instructions import main, newest_dump, parse_summary, valgrind_command
+
+# The head of a dump callgrind_control --dump wrote (valgrind 3.19, Debian's).
+DUMP = """# callgrind format
+version: 1
+creator: callgrind-3.19.0
+pid: 2534
+cmd:  python .venv/bin/gre serve --engine null
+part: 4
+
+desc: I1 cache:
+desc: Timerange: Basic block 595292383 - 765314517
+desc: Trigger: dump
+
+positions: line
+events: Ir
+summary: 825006787
+
+ob=(1) /usr/lib/x86_64-linux-gnu/libc.so.6
+"""
+
+
+def test_parse_summary() -> None:
+    assert parse_summary(DUMP) == 825006787
+    assert parse_summary("events: Ir\ntotals: 12\n") == 12
+    with pytest.raises(ValueError, match="no summary line"):
+        parse_summary("events: Ir\n")
+
+
+def test_newest_dump_is_the_highest_numbered_of_the_pid(tmp_path: Path) -> None:
+    for name in ["callgrind.7.1", "callgrind.7.10", "callgrind.7.9", "callgrind.70.11"]:
+        (tmp_path / name).write_text(DUMP)
+    (tmp_path / "callgrind.7").write_text(DUMP)  # the dump at exit: not numbered
+    assert newest_dump(tmp_path, 7).name == "callgrind.7.10"
+    with pytest.raises(FileNotFoundError, match="no callgrind dump of pid 8"):
+        newest_dump(tmp_path, 8)
+
+
+def test_valgrind_command_counts_nothing_until_asked() -> None:
+    command = valgrind_command(["python", "-m", "x"], Path("/tmp/d"))
+    assert command[:5] == [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=no",
+        "--callgrind-out-file=/tmp/d/callgrind.%p",
+    ]  # fmt: skip
+    assert command[5:] == ["python", "-m", "x"]
+
+
+def test_a_short_counted_run_of_the_trivial_endpoint_and_gre(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = [tool for tool in ("valgrind", "callgrind_control", "wrk") if not shutil.which(tool)]
+    if missing:
+        pytest.fail(f"benchmarks.instructions needs {missing}: apt-get install valgrind wrk")
+    out = tmp_path / "figures.json"
+    figures = main(["--seconds", "2", "--warmup", "1", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
+    rows = figures["rows"]
+    assert set(rows) == {"trivial", "tiny"}
+    for row in rows.values():
+        assert row["requests"] > 0
+        assert row["per_request"] == row["instructions"] / row["requests"]
+        # A request through Starlette or gre's front end: tens of thousands of instructions
+        # at the least (the window's count, not the start-up's: counting began after it).
+        assert 20_000 < row["per_request"] < 20_000_000
+    trivial, tiny = rows["trivial"], rows["tiny"]
+    assert tiny["ratio_to_trivial"] == tiny["per_request"] / trivial["per_request"]
+    assert trivial["ratio_to_trivial"] is None
+    assert trivial["mean_batch"] is None
+    assert tiny["mean_batch"] >= 1
+    assert "trivial Starlette (16x16 body)" in printed
+    assert "gre null front end, w1, 16x16 JPEG" in printed
