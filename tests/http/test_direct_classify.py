@@ -119,7 +119,8 @@ async def test_a_classify_post_is_answered_in_one_write_without_the_application(
 
 async def test_classify_requests_leave_no_reference_cycles(service: Service) -> None:
     # Garbage in a reference cycle waits for the cyclic collector, which walks every young
-    # object each time it runs: a cycle per request made it 7 % of the front end's CPU.
+    # object each time it runs: a cycle per request made that 7 % of the front end's
+    # instructions (python -m benchmarks.instructions).
     _, protocol, transport = direct(service)
     protocol.data_received(post(TINY))
     await answers(transport)  # the first request warms caches that live on
