@@ -155,6 +155,25 @@ async def test_idle_keep_alive_connections_do_not_starve_others(tmp_path: Path) 
         assert metric(text, "gre_rejected_total", reason="too_many_connections") == 0
 
 
+async def test_a_kept_alive_connection_closes_its_timeout_after_its_last_answer(
+    tmp_path: Path,
+) -> None:
+    # One keep-alive timer serves all of a connection's requests (gre.http.protocol): the
+    # one armed after the first answer comes 0.6 s early for the second and must wait on.
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with running_server(tmp_path, "--set", "keep_alive_timeout_s=1") as server:
+        async with raw_connection(server) as (reader, writer):
+            loop = asyncio.get_running_loop()
+            for pause in (0.6, 0.0):
+                writer.write(healthz)
+                await asyncio.wait_for(reader.readuntil(b'{"status":"ok"}'), HANG_S)
+                answered = loop.time()
+                await asyncio.sleep(pause)
+            assert await asyncio.wait_for(reader.read(), HANG_S) == b""  # closed by the server
+            idle = loop.time() - answered
+    assert idle >= 0.95, f"closed {idle:.2f} s after the last answer; the timeout is 1 s"
+
+
 async def test_busy_connections_at_the_limit_get_503(tmp_path: Path) -> None:
     settings = ("--set", "max_connections=5", "--set", "body_timeout_s=60")
     head = b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\npartial"

@@ -86,10 +86,12 @@ class MockTransport:
 
 
 class MockTimerHandle:
-    """A ``call_later`` timer that runs only when a test fires it."""
+    """A ``call_later`` timer that runs only when a test fires it; due at ``when`` on the
+    loop's clock."""
 
     def __init__(self, loop: MockLoop, delay: float, callback: Callable[..., None], args: Any):
         self.loop, self.delay, self.callback, self.args = loop, delay, callback, args
+        self.when = loop.now + delay
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -99,16 +101,20 @@ class MockTimerHandle:
             self.loop.timers.remove(self)
 
     def fire(self) -> None:
-        """Run it now, as the loop would once ``delay`` has passed."""
+        """Run it now, as the loop would once ``delay`` has passed (the clock moves on to
+        ``when``)."""
         self.cancel()
+        self.loop.now = max(self.loop.now, self.when)
         self.callback(*self.args)
 
 
 class MockLoop:
     """Records timers (see :meth:`fire`); runs the ASGI tasks on the test's real loop, so that a
-    test can fire a deadline while the application awaits ``receive()``."""
+    test can fire a deadline while the application awaits ``receive()``. Its clock
+    (:meth:`time`) stands still but for what a test moves: :attr:`now`, or a timer fired."""
 
     def __init__(self) -> None:
+        self.now = 0.0
         self.timers: list[MockTimerHandle] = []
         #: The delay of every timer scheduled so far, pending or not, in order.
         self.scheduled: list[float] = []
@@ -122,6 +128,10 @@ class MockLoop:
         self.timers.append(handle)
         self.scheduled.append(delay)
         return handle
+
+    def time(self) -> float:
+        """The loop's clock, s."""
+        return self.now
 
     def create_task(self, coroutine: Any, **kwargs: Any) -> asyncio.Task[None]:
         """Run an ASGI cycle as a real task, kept for :meth:`finish`."""
@@ -501,6 +511,51 @@ async def test_answer_before_the_body_ended_rearms_the_keep_alive_timer() -> Non
     assert server.rejected == []
 
 
+async def test_one_keep_alive_timer_serves_a_connection_across_requests() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    for _ in range(3):
+        protocol.data_received(GET)
+        await server.loop.finish()
+    assert transport.buffer == OK * 3
+    assert server.loop.scheduled.count(KEEP_ALIVE_S) == 1  # uvicorn's arms one per answer
+    server.loop.fire(protocol, KEEP_ALIVE_S)  # idle since the last answer: closed
+    assert transport.closed
+
+
+async def test_a_keep_alive_timer_that_comes_early_waits_for_the_idle_time_left() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(GET)
+    await server.loop.finish()
+    first = server.loop.timer(protocol, KEEP_ALIVE_S)
+    server.loop.now = 3.0  # a second request, answered 3 s into the idle time
+    protocol.data_received(GET)
+    await server.loop.finish()
+    first.fire()  # at 5 s: idle for 2 s only
+    assert not transport.closed
+    rest = server.loop.timer(protocol, 3.0)  # the idle time left: 3 + 5 - 5 s
+    rest.fire()  # at 8 s: idle for 5 s
+    assert transport.closed
+    assert transport.buffer == OK * 2
+
+
+async def test_a_keep_alive_timer_that_comes_while_busy_is_armed_again_by_the_answer() -> None:
+    server = Harness()
+    protocol, transport = server.connect()
+    protocol.data_received(GET)
+    await server.loop.finish()
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbo")
+    server.loop.fire(protocol, KEEP_ALIVE_S)  # busy with a request: not closed, not re-armed
+    assert not transport.closed
+    assert [t.delay for t in server.loop.timers] == [BODY_TIMEOUT_S]
+    protocol.data_received(b"dy")
+    await server.loop.finish()
+    assert transport.buffer == OK * 2
+    server.loop.fire(protocol, KEEP_ALIVE_S)  # armed by the second answer
+    assert transport.closed
+
+
 async def test_uvicorn_internals_gre_relies_on_exist() -> None:
     """gre/http/protocol.py reads and overrides these; an upgrade that renames one must fail
     here, not in production (then fix protocol.py and raise the bound in pyproject.toml)."""
@@ -518,6 +573,7 @@ async def test_uvicorn_internals_gre_relies_on_exist() -> None:
         "on_response_complete",
         "send_400_response",
         "timeout_keep_alive_handler",
+        "_unset_keepalive_if_required",  # replaced: the keep-alive timer stays armed
         "_start_asgi_task",  # where a request's turn comes: direct answers start there
     ):
         assert callable(getattr(HttpToolsProtocol, method, None)), f"{version}: {method}; {hint}"
