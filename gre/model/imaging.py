@@ -18,7 +18,7 @@ import re
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -100,9 +100,10 @@ class TooManyScans(TooManyPixels):
     """A JPEG of more than :data:`MAX_JPEG_SCANS` scans (a decompression bomb of CPU time)."""
 
 
-@dataclass(frozen=True)
-class ImageInfo:
-    """An encoded image's format and size as declared by its header (width, height in px)."""
+class ImageInfo(NamedTuple):
+    """An encoded image's format and size as declared by its header (width, height in px).
+    A tuple: the front end reads one per request, and a tuple is made 3x faster than a
+    frozen dataclass."""
 
     format: str
     width: int
