@@ -46,8 +46,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.data import ROOT, shared_path
-from benchmarks.overhead import fetch_body, gre_window, post_script, run_wrk, tiny_jpeg
-from benchmarks.servers import GRE_BENCH_SETTINGS, free_port, log_path
+from benchmarks.overhead import (
+    fetch_body,
+    gre_window,
+    pick_rows,
+    post_script,
+    run_wrk,
+    tiny_jpeg,
+)
+from benchmarks.servers import GRE_BENCH_SETTINGS, free_port, gre_flags, log_path
 from gre.testing import running
 
 ROWS = ("trivial", "tiny")
@@ -161,15 +168,9 @@ def counted(
 
 
 def parse_only(text: str) -> tuple[str, ...]:
-    """``--only``'s comma-separated rows, in :data:`ROWS` order.
-
-    Raises:
-        argparse.ArgumentTypeError: an unknown row, or none.
-    """
-    names = {name.strip() for name in text.split(",") if name.strip()}
-    if not names or names - set(ROWS):
-        raise argparse.ArgumentTypeError(f"{text!r}: pick from {', '.join(ROWS)}")
-    return tuple(name for name in ROWS if name in names)
+    """``--only``'s comma-separated rows, in :data:`ROWS` order (see
+    :func:`benchmarks.overhead.pick_rows`)."""
+    return pick_rows(text, ROWS)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -222,11 +223,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 rows.append(count("trivial", label, url, process.pid, script, directory, **window))
         if "tiny" in args.only:
             port = free_port()
-            settings = [*GRE_BENCH_SETTINGS, "workers=1"]
-            command = [
-                sys.executable, "-m", "gre", "serve", "--port", str(port), "--engine", "null",
-                *(x for s in settings for x in ("--set", s)),
-            ]  # fmt: skip
+            flags = gre_flags("null", settings=[*GRE_BENCH_SETTINGS, "workers=1"])
+            command = [sys.executable, "-m", "gre", "serve", "--port", str(port), *flags]
             base = f"http://127.0.0.1:{port}"
             with counted(command, f"{base}/readyz", "gre", port, directory) as process:
                 label = "gre null front end, w1, 16x16 JPEG"

@@ -456,18 +456,23 @@ def trivial_server() -> Iterator[tuple[str, int]]:
 
 
 def parse_only(text: str) -> tuple[str, ...]:
-    """``--only``'s comma-separated rows, in :data:`ROWS` order.
+    """``--only``'s comma-separated rows, in :data:`ROWS` order (see :func:`pick_rows`)."""
+    return pick_rows(text, ROWS)
+
+
+def pick_rows(text: str, rows: Sequence[str]) -> tuple[str, ...]:
+    """Comma-separated row names -> those of ``rows`` named, in ``rows``' order.
 
     Raises:
         argparse.ArgumentTypeError: an unknown row, or none.
     """
     names = {name.strip() for name in text.split(",") if name.strip()}
-    unknown = names - set(ROWS)
+    unknown = names - set(rows)
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown rows {', '.join(sorted(unknown)) or '(none)'}: pick from {', '.join(ROWS)}"
+            f"unknown rows {', '.join(sorted(unknown)) or '(none)'}: pick from {', '.join(rows)}"
         )
-    return tuple(name for name in ROWS if name in names)
+    return tuple(name for name in rows if name in names)
 
 
 def _fmt(value: float | None, spec: str) -> str:

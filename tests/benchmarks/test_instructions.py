@@ -3,13 +3,14 @@ endpoint and gre's front end under Valgrind."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from benchmarks.instructions import main, newest_dump, parse_summary, valgrind_command
+from benchmarks.instructions import main, newest_dump, parse_only, parse_summary, valgrind_command
 
 # The head of a dump callgrind_control --dump wrote (valgrind 3.19, Debian's).
 DUMP = """# callgrind format
@@ -45,6 +46,12 @@ def test_newest_dump_is_the_highest_numbered_of_the_pid(tmp_path: Path) -> None:
     assert newest_dump(tmp_path, 7).name == "callgrind.7.10"
     with pytest.raises(FileNotFoundError, match="no callgrind dump of pid 8"):
         newest_dump(tmp_path, 8)
+
+
+def test_parse_only_keeps_the_tables_order() -> None:
+    assert parse_only("tiny,trivial") == ("trivial", "tiny")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown rows cat"):
+        parse_only("tiny,cat")
 
 
 def test_valgrind_command_counts_nothing_until_asked() -> None:
