@@ -295,3 +295,27 @@ def test_scans_of_a_small_jpeg_are_counted_alike(cat: np.ndarray) -> None:
     padded = over + bytes(imaging._SMALL_SCAN_BYTES)  # past the threshold: NumPy counts
     assert imaging._count_scans(padded, 10**6) == imaging._count_scans(over, 10**6)
     assert imaging._count_scans(over, 10**6) == MAX_JPEG_SCANS + 1
+
+
+@pytest.mark.parametrize("window", [2, 16, imaging._SCAN_WINDOW])
+def test_scans_are_counted_at_every_offset_and_across_windows(
+    window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Markers at even and odd offsets, at the first and last bytes and straddling a window's
+    edge, each count once: the same as bytes.count over the whole body."""
+    monkeypatch.setattr(imaging, "_SCAN_WINDOW", window)
+    rng = np.random.default_rng(13)
+    for size in (imaging._SMALL_SCAN_BYTES + 1, imaging._SMALL_SCAN_BYTES + 2, 50_001):
+        body = bytearray(rng.choice(np.array([0x00, 0xDA, 0xFF], np.uint8), size).tobytes())
+        body[:2] = body[-2:] = b"\xff\xda"
+        for edge in range(window - 1, size - 1, max(window, 997)):  # FF before, DA after
+            body[edge : edge + 2] = b"\xff\xda"
+        data = bytes(body)
+        assert imaging._count_scans(data, 10**9) == data.count(b"\xff\xda")
+
+
+def test_scan_counting_stops_once_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imaging, "_SCAN_WINDOW", 4096)
+    data = b"\xff\xda" * 10_000  # 20 kB: five windows of 2048 markers each
+    assert imaging._count_scans(data, 10) == 2048
+    assert imaging._count_scans(data, 10**9) == 10_000
