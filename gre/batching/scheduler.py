@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from gre.batching.admission import WaitEstimate
+from gre.batching.deadlines import Deadlines
 from gre.batching.errors import (
     DeadlineExceeded,
     QueueFull,
@@ -94,6 +95,7 @@ class Scheduler:
         #: The replicas' recent speed, for refusing requests that could not finish in time.
         self.wait = WaitEstimate()
         self._closing = False
+        self._deadlines = Deadlines(self._expire)
 
     def admit(self, timeout_ms: float | None = None) -> Admission:
         """Decide, once per request, whether it would be queued now with a deadline of
@@ -172,18 +174,16 @@ class Scheduler:
     def watch(self, item: Pending, callback: Callable[[asyncio.Future[Completed]], None]) -> None:
         """:meth:`result` without a coroutine: ``callback`` is called (from the event loop)
         with ``item``'s future once it is done, at the latest at its deadline (then with
-        :class:`DeadlineExceeded`); cancelled when :meth:`cancel` dropped it."""
-        timer = self._arm_deadline(item)
-
-        def done(future: asyncio.Future[Completed]) -> None:
-            timer.cancel()
-            callback(future)
-
-        item.future.add_done_callback(done)
+        :class:`DeadlineExceeded`); cancelled when :meth:`cancel` dropped it. The deadline
+        waits among the others' on one timer (:class:`Deadlines`): ``callback`` always takes
+        the future's outcome, so an expiry never goes unretrieved."""
+        self._deadlines.add(item, asyncio.get_running_loop())
+        item.future.add_done_callback(callback)
 
     def _arm_deadline(self, item: Pending) -> asyncio.TimerHandle:
         """The timer that fails ``item`` with :class:`DeadlineExceeded` at its deadline;
-        cancel it once the answer is in."""
+        cancel it once the answer is in (:meth:`result`, whose caller may abandon it: a
+        deadline left armed would set an exception nobody retrieves)."""
         return asyncio.get_running_loop().call_at(item.deadline, self._expire, item)
 
     def _expire(self, item: Pending) -> None:
