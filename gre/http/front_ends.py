@@ -119,14 +119,15 @@ class WorkerProcess:
         self.index = index
         self.process: asyncio.subprocess.Process | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.frames: wire.FrameWriter | None = None  # the writer's, coalescing
         self.requests: dict[int, BridgedRequest] = {}
         self.held = 0
         self.handed: Any = None  # its gre_http_worker_requests_total child, once started
 
     def write(self, message: tuple[Any, ...]) -> None:
         """Send one bridge message to the worker (dropped while it has no live process)."""
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(wire.pack(message))
+        if self.frames is not None:
+            self.frames.send(message)
 
 
 class FrontEnds:
@@ -256,12 +257,13 @@ class FrontEnds:
         worker.process = process
         worker.handed = self.metrics.worker_requests.labels(str(worker.index))
         reader, worker.writer = await asyncio.open_connection(sock=ours)
-        worker.writer.write(wire.pack(self._spec(worker.index)))
+        worker.frames = wire.FrameWriter(worker.writer)
+        worker.frames.send(self._spec(worker.index))
         try:
-            await self._read(worker, reader, started)
+            await self._read(worker, wire.FrameReader(reader), started)
         finally:
             worker.writer.close()
-            worker.writer = None
+            worker.writer = worker.frames = None
             for request in list(worker.requests.values()):
                 request.lost()  # its connection went with the worker
             worker.requests.clear()
@@ -275,43 +277,48 @@ class FrontEnds:
         return status
 
     async def _read(
-        self, worker: WorkerProcess, reader: asyncio.StreamReader, listening: asyncio.Event
+        self, worker: WorkerProcess, frames: wire.FrameReader, listening: asyncio.Event
     ) -> None:
         while True:
             try:
-                message = await wire.read(reader)
+                messages = await frames.read()
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
-            kind = message[0]
-            if kind == bridge.HEAD:
-                worker.handed.inc()
-                _, rid, scope, body, more = message
-                chunk = {"type": "http.request", "body": body, "more_body": more}
-                request = BridgedRequest(worker, rid, deque([chunk]), more)
-                worker.requests[rid] = request
-                if self.service is not None and not more and takes(scope):
-                    self._classify(self.service, request, scope, body)
-                    continue
-                task = asyncio.create_task(self._serve(request, scope))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            elif kind == bridge.BODY:
-                waiting = worker.requests.get(message[1])
-                if waiting is not None:
-                    _, _, body, more = message
-                    waiting.chunks.append({"type": "http.request", "body": body, "more_body": more})
-                    waiting.more_body, waiting.asked = more, False
-                    waiting.wake()
-            elif kind == bridge.GONE:
-                gone = worker.requests.get(message[1])
-                if gone is not None:
-                    gone.lost()
-            elif kind == bridge.REJECTED:
-                self.metrics.rejected.labels(message[1]).inc()
-            elif kind == bridge.HELD:
-                worker.held = message[1]
-            elif kind == bridge.LISTENING:
-                listening.set()
+            for message in messages:
+                self._handle(worker, message, listening)
+
+    def _handle(self, worker: WorkerProcess, message: Any, listening: asyncio.Event) -> None:
+        """One message from ``worker``."""
+        kind = message[0]
+        if kind == bridge.HEAD:
+            worker.handed.inc()
+            _, rid, scope, body, more = message
+            chunk = {"type": "http.request", "body": body, "more_body": more}
+            request = BridgedRequest(worker, rid, deque([chunk]), more)
+            worker.requests[rid] = request
+            if self.service is not None and not more and takes(scope):
+                self._classify(self.service, request, scope, body)
+                return
+            task = asyncio.create_task(self._serve(request, scope))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif kind == bridge.BODY:
+            waiting = worker.requests.get(message[1])
+            if waiting is not None:
+                _, _, body, more = message
+                waiting.chunks.append({"type": "http.request", "body": body, "more_body": more})
+                waiting.more_body, waiting.asked = more, False
+                waiting.wake()
+        elif kind == bridge.GONE:
+            gone = worker.requests.get(message[1])
+            if gone is not None:
+                gone.lost()
+        elif kind == bridge.REJECTED:
+            self.metrics.rejected.labels(message[1]).inc()
+        elif kind == bridge.HELD:
+            worker.held = message[1]
+        elif kind == bridge.LISTENING:
+            listening.set()
 
     @staticmethod
     def _classify(

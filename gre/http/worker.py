@@ -92,14 +92,14 @@ class BridgeApp:
     comes back; the primary pulls the body chunk by chunk (``MORE``)."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
+        self.frames = wire.FrameWriter(writer)
         self.requests: dict[int, _Mailbox] = {}
         self._ids = itertools.count()
 
     def write(self, message: tuple[Any, ...]) -> None:
-        """Send one message to the primary (dropped once the bridge is closed)."""
-        if not self.writer.is_closing():
-            self.writer.write(wire.pack(message))
+        """Send one message to the primary, with the others of this event-loop iteration
+        (dropped once the bridge is closed)."""
+        self.frames.send(message)
 
     def deliver(self, message: tuple[Any, ...]) -> None:
         """A message from the primary for one of this worker's requests."""
@@ -180,17 +180,24 @@ class WorkerServer(uvicorn.Server):
 
 
 async def _read_primary(reader: asyncio.StreamReader, app: BridgeApp, server: WorkerServer) -> None:
+    frames = wire.FrameReader(reader)
     try:
-        while True:
-            message = await wire.read(reader)
-            if message[0] == bridge.STOP:
-                break
-            app.deliver(message)
+        while not _deliver_all(await frames.read(), app):
+            pass
     except (asyncio.IncompleteReadError, ConnectionError):
         log.warning("the primary is gone: exiting")
         for rid in list(app.requests):
             app.deliver((bridge.GONE, rid))
     server.should_exit = True
+
+
+def _deliver_all(messages: list[Any], app: BridgeApp) -> bool:
+    """Deliver ``messages`` in order; ``True`` at ``STOP`` (what follows it is dropped)."""
+    for message in messages:
+        if message[0] == bridge.STOP:
+            return True
+        app.deliver(message)
+    return False
 
 
 async def _report_held(app: BridgeApp, budget: BodyBudget) -> None:
@@ -243,6 +250,7 @@ async def serve(bridge_socket: socket.socket) -> None:
     finally:
         for task in tasks:
             task.cancel()
+        app.frames.flush()
         writer.close()
 
 
