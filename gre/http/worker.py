@@ -182,8 +182,9 @@ class WorkerServer(uvicorn.Server):
 async def _read_primary(reader: asyncio.StreamReader, app: BridgeApp, server: WorkerServer) -> None:
     frames = wire.FrameReader(reader)
     try:
-        while not _deliver_all(await frames.read(), app):
-            pass
+        while True:
+            if _deliver_all(await frames.read(), app):
+                break
     except (asyncio.IncompleteReadError, ConnectionError):
         log.warning("the primary is gone: exiting")
         for rid in list(app.requests):
