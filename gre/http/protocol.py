@@ -75,6 +75,13 @@ LOST_CONNECTION = "gre.lost_connection"
 #: would answer at once (body bytes have arrived, or the body is complete), so that an HTTP
 #: worker can hand a request on without waiting for a body that may never come.
 BODY_READY = "gre.body_ready"
+#: The scope extension under which, on a protocol made with ``whole_answers``, each request
+#: has a ``(status, headers, body) -> bool`` that answers it in one write
+#: (:meth:`LimitedHttpProtocol.answer_directly`) and says ``True``, or says ``False`` when the
+#: answer must go through ASGI ``send`` (see :func:`_whole_answer`). An HTTP worker relays
+#: the primary's whole answers with it: uvicorn's ``send`` writes the head and the body
+#: apart, two system calls and two awaits.
+WHOLE_ANSWER = "gre.whole_answer"
 
 
 class LostConnection:
@@ -108,6 +115,27 @@ def _body_ready(cycle: RequestResponseCycle) -> Callable[[], bool]:
         return held is None or bool(held.body) or not held.more_body
 
     return ready
+
+
+def _whole_answer(
+    protocol: LimitedHttpProtocol, cycle: RequestResponseCycle
+) -> Callable[[int, list[tuple[bytes, bytes]], bytes], bool]:
+    """The :data:`WHOLE_ANSWER` of ``cycle``'s request, holding both weakly (as
+    :func:`_body_ready`). It declines (``False``) a HEAD request (uvicorn drops its body), an
+    answer without ``content-length`` (uvicorn frames it chunked), one begun already, and
+    one while writes are paused (uvicorn's ``send`` waits for the drain)."""
+    protocol_ref, cycle_ref = weakref.ref(protocol), weakref.ref(cycle)
+
+    def answer(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        held, own = cycle_ref(), protocol_ref()
+        if held is None or own is None or held.response_started or own.flow.write_paused:
+            return False
+        if held.scope["method"] == "HEAD" or not any(n == b"content-length" for n, _ in headers):
+            return False
+        own.answer_directly(held, status, headers, body)
+        return True
+
+    return answer
 
 
 class DirectHandler(Protocol):
@@ -180,6 +208,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits] = Limits()
     #: The requests answered without the ASGI application (``None``: none).
     direct: ClassVar[DirectRoute | None] = None
+    whole_answers: ClassVar[bool] = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._in_body = False  # between the head and the end of the body
@@ -283,6 +312,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._heading = False
         if self.cycle is not previous:  # not an upgrade: a new request
             extensions[BODY_READY] = _body_ready(self.cycle)
+            if self.whole_answers:
+                extensions[WHOLE_ANSWER] = _whole_answer(self, self.cycle)
             if declared:
                 self._hold(declared)
         deferred, self._deferred = self._deferred, None
@@ -662,8 +693,10 @@ async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> N
 
 
 def limited_protocol(
-    limits: Limits, direct: DirectRoute | None = None
+    limits: Limits, direct: DirectRoute | None = None, whole_answers: bool = False
 ) -> type[LimitedHttpProtocol]:
     """A :class:`LimitedHttpProtocol` bound to ``limits`` (and answering what ``direct``
-    takes itself), for ``uvicorn.Config(http=...)``."""
-    return type("LimitedHttpProtocol", (LimitedHttpProtocol,), {"limits": limits, "direct": direct})
+    takes itself; giving each request a :data:`WHOLE_ANSWER` with ``whole_answers``), for
+    ``uvicorn.Config(http=...)``."""
+    attributes = {"limits": limits, "direct": direct, "whole_answers": whole_answers}
+    return type("LimitedHttpProtocol", (LimitedHttpProtocol,), attributes)

@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from gre.http.budget import BodyBudget
 from gre.http.protocol import (
     BODY_READY,
     LOST_CONNECTION,
+    WHOLE_ANSWER,
     Limits,
     LostConnection,
     limited_protocol,
@@ -122,18 +123,26 @@ class BridgeApp:
             body, more = b"", True
         rid = next(self._ids)
         mailbox = self.requests[rid] = _Mailbox()
-        watch = scope.get("extensions", {}).get(LOST_CONNECTION)
+        extensions = scope.get("extensions", {})
+        watch = extensions.get(LOST_CONNECTION)
         if isinstance(watch, LostConnection):
             watch.callback = lambda: self.write((bridge.GONE, rid))
         self.write((bridge.HEAD, rid, bridge.portable_scope(scope), body, more))
         try:
-            await self._relay(rid, mailbox, receive, send)
+            await self._relay(rid, mailbox, receive, send, extensions.get(WHOLE_ANSWER))
         finally:
             del self.requests[rid]
             if isinstance(watch, LostConnection):
                 watch.callback = None
 
-    async def _relay(self, rid: int, mailbox: _Mailbox, receive: Receive, send: Send) -> None:
+    async def _relay(
+        self,
+        rid: int,
+        mailbox: _Mailbox,
+        receive: Receive,
+        send: Send,
+        whole: Callable[[int, list[tuple[bytes, bytes]], bytes], bool] | None,
+    ) -> None:
         while True:
             message = await mailbox.get()
             kind = message[0]
@@ -146,6 +155,8 @@ class BridgeApp:
                     self.write((bridge.BODY, rid, body, more))
             elif kind == bridge.RESPONSE:
                 _, _, status, headers, body = message
+                if whole is not None and whole(status, headers, body):
+                    return  # in one write, as the primary's own connections answer
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return
@@ -230,7 +241,7 @@ async def serve(bridge_socket: socket.socket) -> None:
     )
     config = uvicorn.Config(
         app,
-        http=limited_protocol(limits),
+        http=limited_protocol(limits, whole_answers=True),
         ws="none",
         loop="none",
         lifespan="off",

@@ -27,6 +27,7 @@ from gre.http.budget import BodyBudget
 from gre.http.protocol import (
     BODY_READY,
     LOST_CONNECTION,
+    WHOLE_ANSWER,
     DirectRoute,
     LimitedHttpProtocol,
     Limits,
@@ -205,7 +206,12 @@ class Harness:
     :class:`App`); ``direct``: the requests the protocol answers itself."""
 
     def __init__(
-        self, *, app: Any = None, direct: DirectRoute | None = None, **limits: Any
+        self,
+        *,
+        app: Any = None,
+        direct: DirectRoute | None = None,
+        whole_answers: bool = False,
+        **limits: Any,
     ) -> None:
         self.app = app or App()
         self.rejected: list[str] = []
@@ -214,7 +220,7 @@ class Harness:
         self.loop = MockLoop()
         self.config = Config(
             app=self.app,
-            http=limited_protocol(self.limits, direct),
+            http=limited_protocol(self.limits, direct, whole_answers),
             timeout_keep_alive=KEEP_ALIVE_S,
             log_config=None,  # leave the test process's logging alone
         )
@@ -999,3 +1005,77 @@ async def test_each_request_says_whether_its_body_has_begun() -> None:
     assert body_ready(waiting) is True
     started.data_received(b"012345")
     await server.loop.finish()
+
+
+class WholeAnswerApp:
+    """Answers ``ok`` through :data:`WHOLE_ANSWER` when the request has one and it accepts,
+    else through ``send``, recording ``METHOD path`` of each it declined; ``/unframed``
+    answers without ``content-length``."""
+
+    def __init__(self) -> None:
+        self.declined: list[str] = []
+        self.offered: list[bool] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        whole = scope["extensions"].get(WHOLE_ANSWER)
+        self.offered.append(whole is not None)
+        headers = [] if scope["path"] == "/unframed" else [(b"content-length", b"2")]
+        if whole is not None and whole(200, headers, b"ok"):
+            return
+        self.declined.append(f"{scope['method']} {scope['path']}")
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+class CountingTransport(MockTransport):
+    """A :class:`MockTransport` that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.writes += 1
+
+
+async def test_a_whole_answer_leaves_in_one_write_and_the_connection_goes_on() -> None:
+    app = WholeAnswerApp()
+    server = Harness(app=app, whole_answers=True)
+    protocol, transport = server.connect(CountingTransport())
+    protocol.data_received(post(4, b"data") + post(4, b"more"))  # two, pipelined
+    await server.loop.finish()
+    assert transport.buffer == OK + OK
+    assert isinstance(transport, CountingTransport)
+    assert transport.writes == 2
+    assert app.declined == []
+    assert not transport.closed
+
+
+async def test_a_whole_answer_declines_what_uvicorn_must_frame_itself() -> None:
+    app = WholeAnswerApp()
+    server = Harness(app=app, whole_answers=True)
+    head, head_transport = server.connect()
+    head.data_received(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    unframed, unframed_transport = server.connect()
+    unframed.data_received(b"GET /unframed HTTP/1.1\r\nHost: x\r\n\r\n")
+    await server.loop.finish()
+    assert sorted(app.declined) == ["GET /unframed", "HEAD /"]
+    # uvicorn's own framing: no body for HEAD, chunks without a length.
+    assert head_transport.buffer == OK.removesuffix(b"ok")
+    assert b"transfer-encoding: chunked\r\n" in unframed_transport.buffer
+    assert unframed_transport.buffer.endswith(b"\r\n2\r\nok\r\n0\r\n\r\n")
+
+
+async def test_requests_have_a_whole_answer_only_when_the_protocol_gives_them_one() -> None:
+    app = WholeAnswerApp()
+    server = Harness(app=app)
+    protocol, transport = server.connect()
+    protocol.data_received(GET)
+    await server.loop.finish()
+    assert app.offered == [False]
+    assert transport.buffer == OK
