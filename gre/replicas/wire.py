@@ -1,8 +1,10 @@
-"""Messages between the front end and a replica process: length-prefixed pickles on a socket.
+"""Messages between gre's processes: length-prefixed pickles on a socket.
 
-The front end speaks asyncio streams (it never blocks its event loop on a replica); the
-replica speaks blocking sockets. Both sides are gre, so pickle is safe here: the socket is a
-private socketpair, never a network port.
+The front end speaks asyncio streams with a replica (it never blocks its event loop on one);
+the replica speaks blocking sockets. The HTTP workers' bridge (:mod:`gre.http.bridge`), where
+many messages are in flight at once, reads with :class:`FrameReader` and writes with
+:class:`FrameWriter`. Every side is gre, so pickle is safe here: each socket is a private
+socketpair, never a network port.
 """
 
 from __future__ import annotations
