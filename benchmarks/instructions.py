@@ -17,6 +17,11 @@ Rows (``--only`` picks some):
   POSTed the tiny JPEG (16x16, as :mod:`benchmarks.overhead`'s): the front end's
   instructions only. Its replica runs natively, uncounted (``--trace-children=no``): the
   replica's cost per image is :mod:`benchmarks.preprocess`'s.
+- ``cat``: the same, POSTed cat.jpg (140 kB): what a photo's bytes cost the front end.
+- ``w2``: the same with ``workers=2``, POSTed the tiny JPEG: two rows, the main process's
+  instructions per request and the HTTP workers' together (``--trace-children=yes``, the
+  replica skipped by ``--trace-children-skip-by-arg``). With workers, the main process runs
+  the application for every request, so its row bounds how far more workers can scale.
 
 How: each server runs under ``valgrind --tool=callgrind --instr-atstart=no`` (counting off
 while it starts); after a ``wrk`` warm-up, ``callgrind_control`` turns counting on and zeroes
@@ -57,7 +62,9 @@ from benchmarks.overhead import (
 from benchmarks.servers import GRE_BENCH_SETTINGS, free_port, gre_flags, log_path
 from gre.testing import running
 
-ROWS = ("trivial", "tiny")
+ROWS = ("trivial", "tiny", "cat", "w2")
+#: The argument that names a replica process, which a counted ``w2`` row runs natively.
+REPLICA_ARG = "*gre.replicas.worker*"
 #: How long a server under Valgrind may take to be ready, s (gre: ~10 s here).
 START_TIMEOUT_S = 300.0
 
@@ -108,12 +115,28 @@ def newest_dump(directory: Path, pid: int) -> Path:
     return max(dumps)[1]
 
 
-def valgrind_command(command: Sequence[str], directory: Path) -> list[str]:
-    """``command`` under callgrind, counting off, dumps in ``directory``."""
+def valgrind_command(command: Sequence[str], directory: Path, children: bool = False) -> list[str]:
+    """``command`` under callgrind, counting off, dumps in ``directory``; with ``children``,
+    its child processes too, but for gre's replicas (:data:`REPLICA_ARG`)."""
+    trace = (
+        ["--trace-children=yes", f"--trace-children-skip-by-arg={REPLICA_ARG}"]
+        if children
+        else ["--trace-children=no"]
+    )
     return [
-        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=no",
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", *trace,
         f"--callgrind-out-file={directory}/callgrind.%p", *command,
     ]  # fmt: skip
+
+
+def http_workers(pid: int, proc: Path = Path("/proc")) -> list[int]:
+    """The pids of gre's HTTP worker processes among ``pid``'s children, from ``proc``."""
+    children = (proc / str(pid) / "task" / str(pid) / "children").read_text().split()
+    return [
+        int(child)
+        for child in children
+        if b"gre.http.worker" in (proc / child / "cmdline").read_bytes()
+    ]
 
 
 def control(pid: int, *flags: str) -> None:
@@ -129,42 +152,84 @@ def control(pid: int, *flags: str) -> None:
         raise RuntimeError(f"callgrind_control {' '.join(flags)} {pid}: {done.stdout}{done.stderr}")
 
 
+def count_window(
+    url: str, pids: Sequence[int], script: Path, directory: Path, *,
+    seconds: int, warmup: int, connections: int, metrics_url: str | None = None,
+) -> tuple[int, list[int], float | None]:  # fmt: skip
+    """Warm ``url`` up with wrk, then count each of ``pids``' instructions over one measured
+    window: the requests wrk completed, the instructions of each pid, and (given gre's
+    ``metrics_url``) the mean batch size, scraped outside the count."""
+    run_wrk(url, script, warmup, connections)
+    scraped = fetch_body(metrics_url).decode() if metrics_url else None
+    for pid in pids:
+        control(pid, "--instr=on")
+        control(pid, "--zero")
+    result = run_wrk(url, script, seconds, connections)
+    for pid in pids:
+        control(pid, "--dump")
+        control(pid, "--instr=off")
+    instructions = [parse_summary(newest_dump(directory, pid).read_text()) for pid in pids]
+    window = (
+        gre_window(scraped, fetch_body(metrics_url).decode()) if metrics_url and scraped else None
+    )
+    return result.requests, instructions, window.mean_batch if window else None
+
+
 def count(
     name: str, label: str, url: str, pid: int, script: Path, directory: Path, *,
     seconds: int, warmup: int, connections: int, metrics_url: str | None = None,
 ) -> Count:  # fmt: skip
-    """Warm ``url`` up with wrk, then count ``pid``'s instructions over a measured window
-    (and, given gre's ``metrics_url``, its mean batch size, scraped outside the count)."""
-    run_wrk(url, script, warmup, connections)
-    scraped = fetch_body(metrics_url).decode() if metrics_url else None
-    control(pid, "--instr=on")
-    control(pid, "--zero")
-    result = run_wrk(url, script, seconds, connections)
-    control(pid, "--dump")
-    control(pid, "--instr=off")
-    instructions = parse_summary(newest_dump(directory, pid).read_text())
-    window = (
-        gre_window(scraped, fetch_body(metrics_url).decode()) if metrics_url and scraped else None
-    )
-    requests = result.requests
-    return Count(
-        name, label, requests, instructions, instructions / max(requests, 1),
-        mean_batch=window.mean_batch if window else None,
+    """:func:`count_window` of one process, as a row."""
+    requests, (instructions,), batch = count_window(
+        url, [pid], script, directory, seconds=seconds, warmup=warmup,
+        connections=connections, metrics_url=metrics_url,
     )  # fmt: skip
+    return Count(name, label, requests, instructions, instructions / max(requests, 1), batch)
 
 
 @contextmanager
 def counted(
-    command: Sequence[str], ready: str, name: str, port: int, directory: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``command`` (listening on ``port``) under callgrind until ``ready`` answers 200;
-    stopped on exit (its log: :func:`benchmarks.servers.log_path`)."""
+    command: Sequence[str], ready: str, name: str, port: int, directory: Path,
+    children: bool = False,
+) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+    """``command`` (listening on ``port``) under callgrind (its children too, as
+    :func:`valgrind_command`) until ``ready`` answers 200; stopped on exit (its log:
+    :func:`benchmarks.servers.log_path`)."""
     log = log_path(f"{name}-callgrind", port)
     with running(
-        valgrind_command(command, directory), log=log, ready=ready, cwd=ROOT,
+        valgrind_command(command, directory, children), log=log, ready=ready, cwd=ROOT,
         timeout_s=START_TIMEOUT_S, name=f"{name} under valgrind",
     ) as process:  # fmt: skip
         yield process
+
+
+def count_workers(script: Path, directory: Path, window: dict[str, int]) -> list[Count]:
+    """The ``w2`` rows: gre with ``workers=2`` and its two HTTP workers counted over one
+    window, the main process's instructions per request and the workers' summed.
+
+    Raises:
+        RuntimeError: the server does not run two HTTP workers.
+    """
+    port = free_port()
+    flags = gre_flags("null", settings=[*GRE_BENCH_SETTINGS, "workers=2"])
+    command = [sys.executable, "-m", "gre", "serve", "--port", str(port), *flags]
+    base = f"http://127.0.0.1:{port}"
+    with counted(command, f"{base}/readyz", "gre-w2", port, directory, children=True) as gre:
+        workers = http_workers(gre.pid)
+        if len(workers) != 2:
+            raise RuntimeError(f"gre with workers=2 runs {len(workers)} HTTP workers")
+        requests, (main_ir, *workers_ir), batch = count_window(
+            f"{base}/api/classify", [gre.pid, *workers], script, directory, **window,
+            metrics_url=f"{base}/metrics",
+        )  # fmt: skip
+    per = max(requests, 1)
+    both = sum(workers_ir)
+    return [
+        Count("w2-main", "gre null w2, main process, 16x16", requests, main_ir, main_ir / per,
+              batch),
+        Count("w2-workers", "gre null w2, 2 HTTP workers, 16x16", requests, both, both / per,
+              batch),
+    ]  # fmt: skip
 
 
 def parse_only(text: str) -> tuple[str, ...]:
@@ -221,18 +286,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 label = "trivial Starlette (16x16 body)"
                 url = f"{base}/api/classify"
                 rows.append(count("trivial", label, url, process.pid, script, directory, **window))
-        if "tiny" in args.only:
-            port = free_port()
-            flags = gre_flags("null", settings=[*GRE_BENCH_SETTINGS, "workers=1"])
-            command = [sys.executable, "-m", "gre", "serve", "--port", str(port), *flags]
-            base = f"http://127.0.0.1:{port}"
-            with counted(command, f"{base}/readyz", "gre", port, directory) as process:
-                label = "gre null front end, w1, 16x16 JPEG"
-                url = f"{base}/api/classify"
-                rows.append(
-                    count("tiny", label, url, process.pid, script, directory, **window,
-                          metrics_url=f"{base}/metrics")
-                )  # fmt: skip
+        for name in ("tiny", "cat"):
+            if name in args.only:
+                image = tiny if name == "tiny" else shared_path("images/cat.jpg")
+                what = "16x16 JPEG" if name == "tiny" else "cat.jpg"
+                port = free_port()
+                flags = gre_flags("null", settings=[*GRE_BENCH_SETTINGS, "workers=1"])
+                command = [sys.executable, "-m", "gre", "serve", "--port", str(port), *flags]
+                base = f"http://127.0.0.1:{port}"
+                with counted(command, f"{base}/readyz", f"gre-{name}", port, directory) as gre:
+                    rows.append(
+                        count(name, f"gre null front end, w1, {what}", f"{base}/api/classify",
+                              gre.pid, post_script(image, directory), directory, **window,
+                              metrics_url=f"{base}/metrics")
+                    )  # fmt: skip
+        if "w2" in args.only:
+            rows += count_workers(script, directory, window)
     trivial = next((row for row in rows if row.name == "trivial"), None)
     if trivial is not None and trivial.per_request > 0:
         per = trivial.per_request

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.instructions import main, newest_dump, parse_only, parse_summary, valgrind_command
+from benchmarks.instructions import (
+    REPLICA_ARG,
+    http_workers,
+    main,
+    newest_dump,
+    parse_only,
+    parse_summary,
+    valgrind_command,
+)
 
 # The head of a dump callgrind_control --dump wrote (valgrind 3.19, Debian's).
 DUMP = """# callgrind format
@@ -49,9 +57,9 @@ def test_newest_dump_is_the_highest_numbered_of_the_pid(tmp_path: Path) -> None:
 
 
 def test_parse_only_keeps_the_tables_order() -> None:
-    assert parse_only("tiny,trivial") == ("trivial", "tiny")
-    with pytest.raises(argparse.ArgumentTypeError, match="unknown rows cat"):
-        parse_only("tiny,cat")
+    assert parse_only("w2,tiny,trivial") == ("trivial", "tiny", "w2")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown rows w3"):
+        parse_only("tiny,w3")
 
 
 def test_valgrind_command_counts_nothing_until_asked() -> None:
@@ -61,6 +69,25 @@ def test_valgrind_command_counts_nothing_until_asked() -> None:
         "--callgrind-out-file=/tmp/d/callgrind.%p",
     ]  # fmt: skip
     assert command[5:] == ["python", "-m", "x"]
+    with_children = valgrind_command(["python", "-m", "x"], Path("/tmp/d"), children=True)
+    assert with_children[3:5] == [
+        "--trace-children=yes", f"--trace-children-skip-by-arg={REPLICA_ARG}",
+    ]  # fmt: skip
+    assert with_children[6:] == ["python", "-m", "x"]
+
+
+def test_http_workers_are_the_children_running_gre_http_worker(tmp_path: Path) -> None:
+    (tmp_path / "10" / "task" / "10").mkdir(parents=True)
+    (tmp_path / "10" / "task" / "10" / "children").write_text("11 12 13 ")
+    commands = {
+        11: b"python\0-c\0from gre.http.worker import main; main()\0" + b"5\0",
+        12: b"python\0-c\0from gre.replicas.worker import main; main()\0" + b"7\0",
+        13: b"python\0-c\0from gre.http.worker import main; main()\0" + b"6\0",
+    }
+    for pid, command in commands.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cmdline").write_bytes(command)
+    assert http_workers(10, tmp_path) == [11, 13]
 
 
 def test_a_short_counted_run_of_the_trivial_endpoint_and_gre(
@@ -74,7 +101,7 @@ def test_a_short_counted_run_of_the_trivial_endpoint_and_gre(
     printed = capsys.readouterr().out
     assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
     rows = figures["rows"]
-    assert set(rows) == {"trivial", "tiny"}
+    assert set(rows) == {"trivial", "tiny", "cat", "w2-main", "w2-workers"}
     for row in rows.values():
         assert row["requests"] > 0
         assert row["per_request"] == row["instructions"] / row["requests"]
@@ -86,5 +113,15 @@ def test_a_short_counted_run_of_the_trivial_endpoint_and_gre(
     assert trivial["ratio_to_trivial"] is None
     assert trivial["mean_batch"] is None
     assert tiny["mean_batch"] >= 1
-    assert "trivial Starlette (16x16 body)" in printed
-    assert "gre null front end, w1, 16x16 JPEG" in printed
+    # A photo's 140 kB cost more than 16x16 pixels' 800 bytes (scan count, copies).
+    assert rows["cat"]["per_request"] > tiny["per_request"]
+    # The main process and the workers count the same window's requests.
+    assert rows["w2-main"]["requests"] == rows["w2-workers"]["requests"]
+    for label in (
+        "trivial Starlette (16x16 body)",
+        "gre null front end, w1, 16x16 JPEG",
+        "gre null front end, w1, cat.jpg",
+        "gre null w2, main process, 16x16",
+        "gre null w2, 2 HTTP workers, 16x16",
+    ):
+        assert label in printed
