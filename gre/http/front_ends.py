@@ -118,8 +118,7 @@ class WorkerProcess:
     def __init__(self, index: int) -> None:
         self.index = index
         self.process: asyncio.subprocess.Process | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.frames: wire.FrameWriter | None = None  # the writer's, coalescing
+        self.frames: wire.FrameWriter | None = None  # its bridge's stream, while it has one
         self.requests: dict[int, BridgedRequest] = {}
         self.held = 0
         self.handed: Any = None  # its gre_http_worker_requests_total child, once started
@@ -256,14 +255,14 @@ class FrontEnds:
             theirs.close()
         worker.process = process
         worker.handed = self.metrics.worker_requests.labels(str(worker.index))
-        reader, worker.writer = await asyncio.open_connection(sock=ours)
-        worker.frames = wire.FrameWriter(worker.writer)
+        reader, writer = await asyncio.open_connection(sock=ours)
+        worker.frames = wire.FrameWriter(writer)
         worker.frames.send(self._spec(worker.index))
         try:
             await self._read(worker, wire.FrameReader(reader), started)
         finally:
-            worker.writer.close()
-            worker.writer = worker.frames = None
+            writer.close()
+            worker.frames = None
             for request in list(worker.requests.values()):
                 request.lost()  # its connection went with the worker
             worker.requests.clear()

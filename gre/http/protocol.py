@@ -208,6 +208,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits] = Limits()
     #: The requests answered without the ASGI application (``None``: none).
     direct: ClassVar[DirectRoute | None] = None
+    #: Whether each request gets a :data:`WHOLE_ANSWER` (an HTTP worker's protocol).
     whole_answers: ClassVar[bool] = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
