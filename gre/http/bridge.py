@@ -7,6 +7,11 @@ crosses the worker's socketpair as messages, framed as the replicas' (:mod:`gre.
 
 worker -> primary
     ``(HEAD, id, scope, body, more_body)``: a request, with the body's first chunk;
+    ``(CLASSIFY, id, sent, checked, started, body)``: a ``POST /api/classify`` whose body
+    came whole with its head, already read by the worker: what the exchange reads of the
+    head (:class:`gre.http.classify_exchange.Sent`), the image check's outcome
+    (:func:`gre.http.classify_exchange.checked_image`) and when the head was in
+    (``time.perf_counter``, s), so the primary only admits, queues and answers it;
     ``(BODY, id, body, more_body)``: the next chunk, when the primary asked for it;
     ``(GONE, id)``: the client left (the connection was lost, or cut off mid-body);
     ``(REJECTED, reason)``: the worker's protocol refused a connection or request itself
@@ -31,8 +36,8 @@ from typing import Any
 
 from starlette.types import Scope
 
-HEAD, BODY, GONE, REJECTED, HELD, LISTENING = (
-    "head", "body", "gone", "rejected", "held", "listening",
+HEAD, CLASSIFY, BODY, GONE, REJECTED, HELD, LISTENING = (
+    "head", "classify", "body", "gone", "rejected", "held", "listening",
 )  # fmt: skip
 MORE, RESPONSE, START, CHUNK, STOP = "more", "response", "start", "chunk", "stop"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from starlette.responses import Response
@@ -37,7 +38,7 @@ from gre.http.request_parts import (
     timeout_of,
     top_k_of,
 )
-from gre.model.imaging import ImageError, check_image
+from gre.model.imaging import ImageError, ImageInfo, check_image
 from gre.service import Service
 
 #: The request headers an exchange reads (ASGI and uvicorn name them in lower case).
@@ -49,21 +50,54 @@ _JSON = (b"content-type", b"application/json")
 SCHEDULER_REFUSALS = (QueueFull, ShuttingDown, ReplicaError, DeadlineExceeded)
 
 
+class Sent(NamedTuple):
+    """What a classify exchange reads of its request's head, as sent (header values decoded
+    as latin-1, ``None`` when absent): small and plain, so an HTTP worker can send it across
+    the bridge instead of the whole scope. A tuple: one is made per request."""
+
+    request_id: str | None
+    timeout: str | None
+    length: str | None
+    query: bytes
+
+
+def sent_of(headers: Iterable[tuple[bytes, bytes]], query: bytes) -> Sent:
+    """:class:`Sent` of a request's ``headers`` (names in lower case, as ASGI's
+    ``scope["headers"]``; of a repeated one the first counts, as Starlette's ``Headers.get``)
+    and its raw ``query`` string."""
+    wanted: dict[bytes, str] = {}
+    for name, value in headers:
+        if name in _WANTED and name not in wanted:
+            wanted[name] = value.decode("latin-1")
+    return Sent(wanted.get(_REQUEST_ID), wanted.get(_TIMEOUT), wanted.get(_LENGTH), query)
+
+
+#: :func:`checked_image`'s outcome: the image's header, or its refusal's code and message.
+Checked = ImageInfo | tuple[str, str]
+
+
+def checked_image(body: bytes, max_pixels: int) -> Checked:
+    """:func:`gre.model.imaging.check_image` as a value that can cross a process: an HTTP
+    worker checks each whole body itself (its scan of a JPEG's bytes is the costliest step of
+    the exchange) and the primary's :meth:`ClassifyExchange.submit` takes the outcome."""
+    try:
+        return check_image(body, max_pixels)
+    except ImageError as exc:
+        return (exc.code, str(exc))
+
+
 class ClassifyExchange:
     """One classify request from its head to its access-log line (see the module docstring).
 
     Args:
         service: the service that answers it.
-        headers: the request's headers, names in lower case (as ASGI's ``scope["headers"]``);
-            of a repeated one the first counts, as Starlette's ``Headers.get``.
-        query: the raw query string (``top_k``: the last one counts, as Starlette's
-            ``query_params.get``).
+        sent: what it reads of the request's head (:func:`sent_of`); of its query string
+            ``top_k`` (the last one counts, as Starlette's ``query_params.get``).
     """
 
     __slots__ = (
         "_admission",
-        "_headers",
-        "_query",
+        "_sent",
         "_top_k",
         "record",
         "request_id",
@@ -71,21 +105,17 @@ class ClassifyExchange:
         "started",
     )
 
-    def __init__(self, service: Service, headers: Iterable[tuple[bytes, bytes]], query: bytes):
+    def __init__(self, service: Service, sent: Sent, started: float | None = None):
         self.service = service
-        #: When the head was complete (``time.perf_counter``, s): the request's duration runs
-        #: from here.
-        self.started = time.perf_counter()
-        wanted: dict[bytes, str] = {}
-        for name, value in headers:
-            if name in _WANTED and name not in wanted:
-                wanted[name] = value.decode("latin-1")
-        self._headers = wanted
-        self._query = query
+        #: When the head was complete (``time.perf_counter``, s; given: when the HTTP worker
+        #: had it, ``CLOCK_MONOTONIC`` being one clock for all processes): the request's
+        #: duration runs from here.
+        self.started = time.perf_counter() if started is None else started
+        self._sent = sent
         self._admission: Admission | None = None
         self._top_k = 0
         #: The request's id, and its access-log record (the fields logged with its line).
-        self.request_id, self.record = request_id_of(wanted.get(_REQUEST_ID))
+        self.request_id, self.record = request_id_of(sent.request_id)
 
     def admit(self) -> None:
         """Everything decided before the body is read.
@@ -95,13 +125,13 @@ class ClassifyExchange:
                 ``shutting_down``, 413 ``too_large`` for a declared length over the limit.
         """
         self._top_k = top_k_of(self._top_k_sent(), self.service)
-        timeout_ms = timeout_of(self._headers.get(_TIMEOUT))
+        timeout_ms = timeout_of(self._sent.timeout)
         try:
             # Refused after the upload means refused before it: don't take the body for nothing.
             self._admission = self.service.admit(timeout_ms)
         except (QueueFull, ShuttingDown) as exc:
             raise refusal(exc) from None
-        declared = self._headers.get(_LENGTH)
+        declared = self._sent.length
         limit = self.service.config.server.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise ApiError(
@@ -118,8 +148,9 @@ class ClassifyExchange:
         if size > limit:
             raise ApiError(ErrorCode.TOO_LARGE, f"the body exceeds the limit of {limit} bytes")
 
-    def submit(self, body: bytes) -> Pending:
-        """Check the whole body's image and queue it.
+    def submit(self, body: bytes, checked: Checked | None = None) -> Pending:
+        """Check the whole body's image (unless ``checked``: :func:`checked_image` of it,
+        by an HTTP worker) and queue it.
 
         Raises:
             ApiError: 400/413/415 from the image check (``gre.model.imaging``), 503 when the
@@ -128,11 +159,12 @@ class ClassifyExchange:
         assert self._admission is not None, "submit() before admit()"
         server = self.service.config.server
         self.record["bytes"] = len(body)
-        try:
-            info = check_image(body, server.max_pixels)
-        except ImageError as exc:
-            raise ApiError(ErrorCode(exc.code), str(exc)) from None
-        self.record["image"] = f"{info.width}x{info.height}"
+        if checked is None:
+            checked = checked_image(body, server.max_pixels)
+        if not isinstance(checked, ImageInfo):
+            code, message = checked
+            raise ApiError(ErrorCode(code), message)
+        self.record["image"] = f"{checked.width}x{checked.height}"
         try:
             return self.service.submit(self._admission, body, self._top_k)
         except (QueueFull, ShuttingDown) as exc:
@@ -179,8 +211,9 @@ class ClassifyExchange:
 
     def _top_k_sent(self) -> str | None:
         raw = None
-        if self._query:
-            for name, value in parse_qsl(self._query.decode("latin-1"), keep_blank_values=True):
+        if self._sent.query:
+            query = self._sent.query.decode("latin-1")
+            for name, value in parse_qsl(query, keep_blank_values=True):
                 if name == "top_k":
                     raw = value
         return raw

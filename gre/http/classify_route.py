@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from gre.http.classify_exchange import SCHEDULER_REFUSALS, ClassifyExchange
+from gre.http.classify_exchange import SCHEDULER_REFUSALS, ClassifyExchange, sent_of
 from gre.http.errors import ApiError
 from gre.http.request_parts import ClientGone, refusal, wait_for_answer
 from gre.service import Service
@@ -40,7 +40,8 @@ class ClassifyRoute:
         self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exchange = ClassifyExchange(self.service, scope["headers"], scope.get("query_string", b""))
+        sent = sent_of(scope["headers"], scope.get("query_string", b""))
+        exchange = ClassifyExchange(self.service, sent)
         try:
             status = await self._serve(exchange, scope, receive, send)
         except ApiError as exc:

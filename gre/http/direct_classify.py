@@ -30,7 +30,13 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from gre.batching.queue import Pending
 from gre.batching.scheduler import Completed
-from gre.http.classify_exchange import SCHEDULER_REFUSALS, ClassifyExchange
+from gre.http.classify_exchange import (
+    SCHEDULER_REFUSALS,
+    Checked,
+    ClassifyExchange,
+    Sent,
+    sent_of,
+)
 from gre.http.errors import ApiError
 from gre.http.protocol import LOST_CONNECTION, LostConnection
 from gre.http.request_parts import refusal
@@ -88,13 +94,17 @@ class DirectClassify:
 
     :meth:`begin` once the request's turn comes, with the body bytes already there, then
     :meth:`body` for each chunk and :meth:`complete` at its end while :attr:`receiving`;
+    ``sent`` is what the exchange reads of its head (:func:`gre.http.classify_exchange.sent_of`),
     ``watch`` says when its client leaves, ``answer`` writes its answer, and ``done`` (if
-    given) is called once it is answered or its client has left. Every entry point answers an
+    given) is called once it is answered or its client has left. An HTTP worker that has
+    checked the whole body's image already gives the outcome as ``checked``, and when it had
+    the head as ``started`` (``time.perf_counter``, s). Every entry point answers an
     unforeseen exception 500 ``internal``, as the ASGI route does.
     """
 
     __slots__ = (
         "answer",
+        "checked",
         "chunks",
         "done",
         "exchange",
@@ -108,16 +118,19 @@ class DirectClassify:
     def __init__(
         self,
         service: Service,
-        scope: Mapping[str, Any],
+        sent: Sent,
         watch: LostConnection,
         answer: Answer,
         done: Callable[[], None] | None = None,
+        checked: Checked | None = None,
+        started: float | None = None,
     ) -> None:
         self.service = service
-        self.exchange = ClassifyExchange(service, scope["headers"], scope["query_string"])
+        self.exchange = ClassifyExchange(service, sent, started)
         self.watch = watch
         self.answer = answer
         self.done = done
+        self.checked = checked
         self.chunks: list[bytes] = []
         self.size = 0  # body bytes so far
         self.pending: Pending | None = None  # the queued request, once submitted
@@ -175,7 +188,7 @@ class DirectClassify:
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.chunks = []
         try:
-            self.pending = self.exchange.submit(body)
+            self.pending = self.exchange.submit(body, self.checked)
         except ApiError as exc:
             self._refuse(exc)
             return
@@ -257,7 +270,8 @@ class ConnectionClassify(DirectClassify):
         def answer(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
             protocol.answer_directly(cycle, status, headers, body)
 
-        super().__init__(service, cycle.scope, watch, answer)
+        scope = cycle.scope
+        super().__init__(service, sent_of(scope["headers"], scope["query_string"]), watch, answer)
         self.cycle: RequestResponseCycle = cycle
 
     def start(self) -> None:

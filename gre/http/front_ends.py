@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message
 from gre.config import ServerConfig
 from gre.http import bridge
 from gre.http.bridge import port_socket
+from gre.http.classify_exchange import Checked, Sent, sent_of
 from gre.http.direct_classify import DirectClassify, takes
 from gre.http.protocol import LOST_CONNECTION, LostConnection
 from gre.http.worker import WorkerSpec
@@ -226,6 +227,7 @@ class FrontEnds:
             budget_bytes=max(1, s.max_inflight_body_bytes // s.workers),
             keep_alive_timeout_s=s.keep_alive_timeout_s,
             backlog=s.backlog,
+            max_pixels=s.max_pixels if self.service is not None else None,
         )
 
     async def _supervise(self, worker: WorkerProcess, started: asyncio.Event) -> None:
@@ -296,11 +298,20 @@ class FrontEnds:
             request = BridgedRequest(worker, rid, deque([chunk]), more)
             worker.requests[rid] = request
             if self.service is not None and not more and takes(scope):
-                self._classify(self.service, request, scope, body)
+                sent = sent_of(scope["headers"], scope["query_string"])
+                self._classify(self.service, request, sent, body)
                 return
             task = asyncio.create_task(self._serve(request, scope))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif kind == bridge.CLASSIFY:
+            worker.handed.inc()
+            _, rid, sent, checked, started, body = message
+            chunk = {"type": "http.request", "body": body, "more_body": False}
+            request = BridgedRequest(worker, rid, deque([chunk]), False)
+            worker.requests[rid] = request
+            assert self.service is not None, "CLASSIFY is sent only when the spec says so"
+            self._classify(self.service, request, sent, body, checked, started)
         elif kind == bridge.BODY:
             waiting = worker.requests.get(message[1])
             if waiting is not None:
@@ -321,9 +332,16 @@ class FrontEnds:
 
     @staticmethod
     def _classify(
-        service: Service, request: BridgedRequest, scope: dict[str, Any], body: bytes
+        service: Service,
+        request: BridgedRequest,
+        sent: Sent,
+        body: bytes,
+        checked: Checked | None = None,
+        started: float | None = None,
     ) -> None:
-        """Answer a bridged classify request whose body is whole, by callback."""
+        """Answer a bridged classify request whose body is whole, by callback; ``checked``
+        and ``started``: the worker's image check and when it had the head, when it sent
+        them (``CLASSIFY``)."""
 
         def answer(status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
             request.worker.write((bridge.RESPONSE, request.rid, status, headers, content))
@@ -332,7 +350,8 @@ class FrontEnds:
             request.done = True
             request.worker.requests.pop(request.rid, None)
 
-        DirectClassify(service, scope, request.watch, answer, done).begin(body, more=False)
+        classify = DirectClassify(service, sent, request.watch, answer, done, checked, started)
+        classify.begin(body, more=False)
 
     async def _serve(self, request: BridgedRequest, scope: dict[str, Any]) -> None:
         scope["extensions"] = {LOST_CONNECTION: request.watch}

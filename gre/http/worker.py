@@ -19,6 +19,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from starlette.types import Message, Receive, Scope, Send
 from gre.heap import freeze_startup_objects
 from gre.http import bridge
 from gre.http.budget import BodyBudget
+from gre.http.classify_exchange import checked_image, sent_of
+from gre.http.direct_classify import takes
 from gre.http.protocol import (
     BODY_READY,
     LOST_CONNECTION,
@@ -51,7 +54,8 @@ HELD_EVERY_S = 0.5
 @dataclass(frozen=True)
 class WorkerSpec:
     """What a worker needs of ``[server]``; its body budget and connection limit are its
-    shares of ``max_inflight_body_bytes`` and ``max_connections``."""
+    shares of ``max_inflight_body_bytes`` and ``max_connections``. Given ``max_pixels``, it
+    reads and checks each whole classify request itself (bridge ``CLASSIFY``)."""
 
     index: int
     host: str
@@ -65,6 +69,7 @@ class WorkerSpec:
     budget_bytes: int
     keep_alive_timeout_s: int
     backlog: int
+    max_pixels: int | None = None
 
 
 class _Mailbox:
@@ -90,9 +95,13 @@ class _Mailbox:
 
 class BridgeApp:
     """The worker's ASGI application: each HTTP request goes to the primary and its answer
-    comes back; the primary pulls the body chunk by chunk (``MORE``)."""
+    comes back; the primary pulls the body chunk by chunk (``MORE``). Given ``max_pixels``
+    (px), a classify request whose body came whole with its head crosses as ``CLASSIFY``, its
+    head read and its image checked here: work that runs on every worker's core instead of
+    the primary's one."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, max_pixels: int | None = None) -> None:
+        self.max_pixels = max_pixels
         self.frames = wire.FrameWriter(writer)
         self.requests: dict[int, _Mailbox] = {}
         self._ids = itertools.count()
@@ -111,6 +120,7 @@ class BridgeApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # lifespan is the primary's; no WebSockets
+        started = time.perf_counter()
         ready = scope.get("extensions", {}).get(BODY_READY)
         if ready is None or ready():
             first = await receive()  # at once: what has arrived rides with the head
@@ -127,7 +137,12 @@ class BridgeApp:
         watch = extensions.get(LOST_CONNECTION)
         if isinstance(watch, LostConnection):
             watch.callback = lambda: self.write((bridge.GONE, rid))
-        self.write((bridge.HEAD, rid, bridge.portable_scope(scope), body, more))
+        if self.max_pixels is not None and not more and takes(scope):
+            sent = sent_of(scope["headers"], scope["query_string"])
+            checked = checked_image(body, self.max_pixels)
+            self.write((bridge.CLASSIFY, rid, sent, checked, started, body))
+        else:
+            self.write((bridge.HEAD, rid, bridge.portable_scope(scope), body, more))
         try:
             await self._relay(rid, mailbox, receive, send, extensions.get(WHOLE_ANSWER))
         finally:
@@ -228,7 +243,7 @@ async def serve(bridge_socket: socket.socket) -> None:
     configure_logging(spec.log_level)
     listen = bridge.port_socket(spec.host, spec.port)
     listen.listen(spec.backlog)
-    app = BridgeApp(writer)
+    app = BridgeApp(writer, spec.max_pixels)
     budget = BodyBudget(spec.budget_bytes)
     limits = Limits(
         header_timeout_s=spec.header_timeout_s,

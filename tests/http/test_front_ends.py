@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from gre.config import load_config
 from gre.http import bridge
+from gre.http.classify_exchange import Sent, checked_image
 from gre.http.front_ends import BridgedRequest, FrontEnds, WorkerProcess
 from gre.service import Service
 from tests.fakes import FakeReplica
@@ -107,13 +110,7 @@ async def service() -> AsyncIterator[Service]:
     await service.stop()
 
 
-SCOPE = {
-    "type": "http",
-    "method": "POST",
-    "path": "/api/classify",
-    "query_string": b"top_k=1",
-    "headers": [(b"x-request-id", b"bridged")],
-}
+SENT = Sent(request_id="bridged", timeout=None, length=None, query=b"top_k=1")
 
 
 async def test_a_whole_classify_request_is_answered_by_callback_in_one_message(
@@ -122,7 +119,7 @@ async def test_a_whole_classify_request_is_answered_by_callback_in_one_message(
     """FrontEnds._classify: no ASGI task; the answer crosses as one RESPONSE and the request
     leaves the worker's table."""
     worker, request = bridged(TINY, more=False)
-    FrontEnds._classify(service, request, dict(SCOPE), TINY)
+    FrontEnds._classify(service, request, SENT, TINY)
     while not worker.sent:
         await asyncio.sleep(0)
     ((kind, rid, status, headers, body),) = worker.sent
@@ -137,11 +134,11 @@ async def test_a_bridged_classify_request_whose_client_left_is_dropped(service: 
     replica = FakeReplica.made[-1]
     replica.gate = threading.Event()  # the first request holds the only replica
     held_worker, held = bridged(TINY, more=False)
-    FrontEnds._classify(service, held, dict(SCOPE), TINY)
+    FrontEnds._classify(service, held, SENT, TINY)
     while not replica.started.is_set():
         await asyncio.sleep(0)
     worker, request = bridged(TINY, more=False)
-    FrontEnds._classify(service, request, dict(SCOPE), TINY)
+    FrontEnds._classify(service, request, SENT, TINY)
     request.lost()  # the worker said GONE
     replica.gate.set()
     while not held_worker.sent:
@@ -150,3 +147,69 @@ async def test_a_bridged_classify_request_whose_client_left_is_dropped(service: 
     assert worker.sent == []
     assert worker.requests == {}
     assert replica.batches == [[TINY]]  # the one that left never ran
+
+
+async def answered(worker: RecordingWorker) -> tuple[Any, ...]:
+    """The one message the primary wrote to ``worker``, once it has."""
+    while not worker.sent:
+        await asyncio.sleep(0)
+    (message,) = worker.sent
+    return message
+
+
+async def no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise AssertionError("a CLASSIFY message reached the ASGI application")
+
+
+def front_ends(service: Service) -> tuple[FrontEnds, RecordingWorker]:
+    """The primary's bridge for ``service``, and a worker stand-in of it."""
+    ends = FrontEnds(service.config.server, no_app, service.metrics, service)
+    worker = RecordingWorker()
+    worker.handed = service.metrics.worker_requests.labels("0")
+    return ends, worker
+
+
+async def test_a_classify_message_is_queued_with_the_workers_image_check(service: Service) -> None:
+    """CLASSIFY: the worker read the head and checked the image; the primary admits, queues
+    and answers it, its duration counted from when the worker had the head."""
+    ends, worker = front_ends(service)
+    started = time.perf_counter() - 5.0
+    checked = checked_image(TINY, service.config.server.max_pixels)
+    ends._handle(worker, (bridge.CLASSIFY, 3, SENT, checked, started, TINY), asyncio.Event())
+    kind, rid, status, headers, body = await answered(worker)
+    assert (kind, rid, status) == (bridge.RESPONSE, 3, 200)
+    assert body == b'[{"confidence":0.75,"label":"sfw"}]'
+    assert (b"x-request-id", b"bridged") in headers
+    assert FakeReplica.made[-1].batches == [[TINY]]
+    assert worker.requests == {}
+    (durations,) = service.metrics.request_duration.collect()
+    assert next(s.value for s in durations.samples if s.name.endswith("_sum")) >= 5.0
+
+
+async def test_a_classify_message_the_worker_refused_is_answered_without_queueing(
+    service: Service,
+) -> None:
+    """The primary answers the worker's image refusal as its own check would, and the
+    image never reaches a replica."""
+    ends, worker = front_ends(service)
+    checked = checked_image(b"GIF89a", service.config.server.max_pixels)
+    assert checked == ("unsupported_format", str(checked[1]))
+    message = (bridge.CLASSIFY, 4, SENT, checked, time.perf_counter(), b"GIF89a")
+    ends._handle(worker, message, asyncio.Event())
+    kind, rid, status, headers, body = await answered(worker)
+    assert (kind, rid, status) == (bridge.RESPONSE, 4, 415)
+    assert b'"error":"unsupported_format"' in body
+    assert (b"x-request-id", b"bridged") in headers
+    assert FakeReplica.made[-1].batches == []
+
+
+async def test_a_classify_message_is_refused_by_top_k_before_its_image(service: Service) -> None:
+    """The exchange's order holds across the bridge: a bad top_k is refused (422) before the
+    image's refusal, as in one process."""
+    ends, worker = front_ends(service)
+    sent = SENT._replace(query=b"top_k=0")
+    message = (bridge.CLASSIFY, 5, sent, ("bad_image", "not an image"), time.perf_counter(), b"x")
+    ends._handle(worker, message, asyncio.Event())
+    _, _, status, _, body = await answered(worker)
+    assert status == 422
+    assert b'"error":"bad_top_k"' in body

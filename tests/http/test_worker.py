@@ -1,0 +1,89 @@
+"""The HTTP worker's ASGI side of the bridge (gre.http.worker.BridgeApp) in-process: which
+message a request crosses as, against a recording bridge. No processes, no sockets;
+tests/http/test_workers.py runs the real thing."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+from starlette.types import Message
+
+from gre.http import bridge
+from gre.http.classify_exchange import Sent, checked_image
+from gre.http.worker import BridgeApp
+from tests.http.test_direct_classify import TINY
+
+
+class RecordingBridge(BridgeApp):
+    """A BridgeApp whose messages to the primary are kept in a list."""
+
+    def __init__(self, max_pixels: int | None) -> None:
+        self.max_pixels = max_pixels
+        self.requests = {}
+        self.sent: list[tuple[Any, ...]] = []
+        self._ids = itertools.count()
+
+    def write(self, message: tuple[Any, ...]) -> None:
+        self.sent.append(message)
+
+
+def scope(path: str = "/api/classify", method: str = "POST") -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": b"top_k=2",
+        "headers": [(b"x-request-id", b"r-1"), (b"content-length", str(len(TINY)).encode())],
+    }
+
+
+async def crossed(app: RecordingBridge, request: dict[str, Any], body: bytes) -> tuple[Any, ...]:
+    """Run one request whose ``body`` came whole with its head through ``app``, answer it, and
+    return the message it crossed as."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    task = asyncio.create_task(app(request, receive, send))
+    while not app.sent:
+        await asyncio.sleep(0)
+    (message,) = app.sent
+    app.deliver((bridge.RESPONSE, message[1], 200, [(b"content-length", b"2")], b"[]"))
+    await task
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    return message
+
+
+async def test_a_whole_classify_request_crosses_read_and_checked() -> None:
+    app = RecordingBridge(max_pixels=1_000)
+    kind, rid, sent, checked, started, body = await crossed(app, scope(), TINY)
+    assert (kind, rid, body) == (bridge.CLASSIFY, 0, TINY)
+    assert sent == Sent(request_id="r-1", timeout=None, length=str(len(TINY)), query=b"top_k=2")
+    assert checked == checked_image(TINY, 1_000)
+    assert checked[1:] == (16, 16)
+    assert isinstance(started, float)
+
+
+async def test_the_workers_image_refusal_crosses_as_its_code_and_message() -> None:
+    app = RecordingBridge(max_pixels=100)  # 16x16 is 256 pixels
+    _, _, _, checked, _, _ = await crossed(app, scope(), TINY)
+    code, message = checked
+    assert code == "too_large"
+    assert "the limit is 100 pixels" in message
+
+
+async def test_other_requests_and_a_worker_told_not_to_check_send_the_head() -> None:
+    for app, request in [
+        (RecordingBridge(max_pixels=1_000), scope(path="/api/features")),
+        (RecordingBridge(max_pixels=1_000), scope(method="PUT")),
+        (RecordingBridge(max_pixels=None), scope()),
+    ]:
+        kind, _, portable, body, more = await crossed(app, request, TINY)
+        assert (kind, body, more) == (bridge.HEAD, TINY, False)
+        assert portable["path"] == request["path"]
