@@ -51,7 +51,7 @@ async def crossed(app: RecordingBridge, request: dict[str, Any], body: bytes) ->
         sent.append(message)
 
     task = asyncio.create_task(app(request, receive, send))
-    while not app.sent:
+    while not app.sent and not task.done():  # a failing app must fail the test, not hang it
         await asyncio.sleep(0)
     (message,) = app.sent
     app.deliver((bridge.RESPONSE, message[1], 200, [(b"content-length", b"2")], b"[]"))
