@@ -138,9 +138,7 @@ class BridgeApp:
         if isinstance(watch, LostConnection):
             watch.callback = lambda: self.write((bridge.GONE, rid))
         if self.max_pixels is not None and not more and takes(scope):
-            sent = sent_of(scope["headers"], scope["query_string"])
-            checked = checked_image(body, self.max_pixels)
-            self.write((bridge.CLASSIFY, rid, sent, checked, started, body))
+            self.write(self._classify(rid, scope, body, started, self.max_pixels))
         else:
             self.write((bridge.HEAD, rid, bridge.portable_scope(scope), body, more))
         try:
@@ -149,6 +147,20 @@ class BridgeApp:
             del self.requests[rid]
             if isinstance(watch, LostConnection):
                 watch.callback = None
+
+    @staticmethod
+    def _classify(
+        rid: int, scope: Scope, body: bytes, started: float, max_pixels: int
+    ) -> tuple[Any, ...]:
+        """A whole classify request's message: ``CLASSIFY``, or ``HEAD`` should the image
+        check fail unforeseen (the primary then checks it again and answers its 500, logged
+        and counted as in one process)."""
+        try:
+            checked = checked_image(body, max_pixels)
+        except Exception:
+            return (bridge.HEAD, rid, bridge.portable_scope(scope), body, False)
+        sent = sent_of(scope["headers"], scope["query_string"])
+        return (bridge.CLASSIFY, rid, sent, checked, started, body)
 
     async def _relay(
         self,

@@ -8,9 +8,10 @@ import asyncio
 import itertools
 from typing import Any
 
+import pytest
 from starlette.types import Message
 
-from gre.http import bridge
+from gre.http import bridge, worker
 from gre.http.classify_exchange import Sent, checked_image
 from gre.http.worker import BridgeApp
 from tests.http.test_direct_classify import TINY
@@ -87,3 +88,15 @@ async def test_other_requests_and_a_worker_told_not_to_check_send_the_head() -> 
         kind, _, portable, body, more = await crossed(app, request, TINY)
         assert (kind, body, more) == (bridge.HEAD, TINY, False)
         assert portable["path"] == request["path"]
+
+
+async def test_an_image_check_that_fails_unforeseen_leaves_the_request_to_the_primary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(body: bytes, max_pixels: int) -> None:
+        raise RuntimeError("a bug in the image check")
+
+    monkeypatch.setattr(worker, "checked_image", broken)
+    kind, _, portable, body, more = await crossed(RecordingBridge(max_pixels=1_000), scope(), TINY)
+    assert (kind, body, more) == (bridge.HEAD, TINY, False)
+    assert portable["path"] == "/api/classify"
