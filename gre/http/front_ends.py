@@ -7,7 +7,8 @@ so that it stays gre's while a worker is replaced, and ``port = 0`` picks one po
 
 Why this shape: HTTP parsing is most of the front end's CPU per request, and it parallelises;
 the batcher must not (requests from every front end must meet in one batch per replica, or
-batches shrink by the number of workers). So the workers parse, and the scheduler, the
+batches shrink by the number of workers). So the workers parse (and read each whole classify
+request's head and check its image: bridge ``CLASSIFY``), and the scheduler, the
 replicas, the metrics, ``/readyz``, admission, drain, reloads and systemd's notifications stay
 in one process, unchanged. A worker that dies (even SIGKILL) loses only its own connections:
 its requests still in the primary are dropped as if their clients had left, and it is
