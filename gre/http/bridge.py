@@ -11,7 +11,9 @@ worker -> primary
     came whole with its head, already read by the worker: what the exchange reads of the
     head (:class:`gre.http.classify_exchange.Sent`), the image check's outcome
     (:func:`gre.http.classify_exchange.checked_image`) and when the head was in
-    (``time.perf_counter``, s), so the primary only admits, queues and answers it;
+    (``time.perf_counter``, s), so the primary only admits, queues and answers it; the body
+    as bytes, or as its ``(position, length)`` in the worker's body ring
+    (:mod:`gre.http.body_ring`);
     ``(BODY, id, body, more_body)``: the next chunk, when the primary asked for it;
     ``(GONE, id)``: the client left (the connection was lost, or cut off mid-body);
     ``(REJECTED, reason)``: the worker's protocol refused a connection or request itself
@@ -23,6 +25,7 @@ primary -> worker
     flow control and the refusals before an upload work as in one process);
     ``(RESPONSE, id, status, headers, body)``: a whole answer, in one message;
     ``(START, id, status, headers)`` then ``(CHUNK, id, body, more_body)``: a streamed one;
+    ``(TAKEN, position)``: the primary has read the body ring up to ``position``;
     ``(STOP,)``: the primary has drained: stop accepting, finish, exit.
 
 Only the scope's plain values cross (:func:`portable_scope`); the primary adds its own
@@ -39,7 +42,7 @@ from starlette.types import Scope
 HEAD, CLASSIFY, BODY, GONE, REJECTED, HELD, LISTENING = (
     "head", "classify", "body", "gone", "rejected", "held", "listening",
 )  # fmt: skip
-MORE, RESPONSE, START, CHUNK, STOP = "more", "response", "start", "chunk", "stop"
+MORE, RESPONSE, START, CHUNK, TAKEN, STOP = "more", "response", "start", "chunk", "taken", "stop"
 
 #: The HTTP scope keys that cross (ASGI's, without ``extensions``, ``state`` or ``app``).
 SCOPE_KEYS = (

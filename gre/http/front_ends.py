@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message
 
 from gre.config import ServerConfig
 from gre.http import bridge
+from gre.http.body_ring import RingReader
 from gre.http.bridge import port_socket
 from gre.http.classify_exchange import Checked, Sent, sent_of
 from gre.http.direct_classify import DirectClassify, takes
@@ -121,6 +122,8 @@ class WorkerProcess:
         self.index = index
         self.process: asyncio.subprocess.Process | None = None
         self.frames: wire.FrameWriter | None = None  # its bridge's stream, while it has one
+        self.ring: RingReader | None = None  # its body ring, while it has one
+        self.acked = 0  # how far it was told the ring is read
         self.requests: dict[int, BridgedRequest] = {}
         self.held = 0
         self.handed: Any = None  # its gre_http_worker_requests_total child, once started
@@ -245,18 +248,27 @@ class FrontEnds:
     async def _run(self, worker: WorkerProcess, started: asyncio.Event) -> int | None:
         """Run one process of ``worker`` until it exits; returns its exit status."""
         ours, theirs = socket.socketpair()
+        ring = self._ring() if self.service is not None else None
+        fds = [theirs.fileno()] if ring is None or ring.fd is None else [theirs.fileno(), ring.fd]
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-c",
                 "from gre.http.worker import main; main()",
-                str(theirs.fileno()),
-                pass_fds=[theirs.fileno()],
+                *map(str, fds),
+                pass_fds=fds,
                 stdin=asyncio.subprocess.DEVNULL,
             )
+        except BaseException:
+            if ring is not None:
+                ring.close()
+            raise
         finally:
             theirs.close()
+        if ring is not None:
+            ring.sent()
         worker.process = process
+        worker.ring, worker.acked = ring, 0
         worker.handed = self.metrics.worker_requests.labels(str(worker.index))
         reader, writer = await asyncio.open_connection(sock=ours)
         worker.frames = wire.FrameWriter(writer)
@@ -266,6 +278,9 @@ class FrontEnds:
         finally:
             writer.close()
             worker.frames = None
+            if worker.ring is not None:  # every body in it was taken as its message was read
+                worker.ring.close()
+                worker.ring = None
             for request in list(worker.requests.values()):
                 request.lost()  # its connection went with the worker
             worker.requests.clear()
@@ -288,6 +303,19 @@ class FrontEnds:
                 return
             for message in messages:
                 self._handle(worker, message, listening)
+            ring = worker.ring
+            if ring is not None and ring.position != worker.acked:
+                worker.acked = ring.position
+                worker.write((bridge.TAKEN, ring.position))
+
+    @staticmethod
+    def _ring() -> RingReader | None:
+        """A body ring for a new worker process, or ``None`` (bodies then cross inline)."""
+        try:
+            return RingReader()
+        except OSError as exc:
+            log.warning("no body ring for an HTTP worker (%s): its bodies cross inline", exc)
+            return None
 
     def _handle(self, worker: WorkerProcess, message: Any, listening: asyncio.Event) -> None:
         """One message from ``worker``."""
@@ -308,6 +336,9 @@ class FrontEnds:
         elif kind == bridge.CLASSIFY:
             worker.handed.inc()
             _, rid, sent, checked, started, body = message
+            if isinstance(body, tuple):
+                assert worker.ring is not None, "a body in the ring, but this worker has none"
+                body = worker.ring.take(*body)
             chunk = {"type": "http.request", "body": body, "more_body": False}
             request = BridgedRequest(worker, rid, deque([chunk]), False)
             worker.requests[rid] = request

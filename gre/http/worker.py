@@ -3,7 +3,7 @@ other workers (``SO_REUSEPORT``), parses HTTP with uvicorn and gre's connection 
 hands every request to the primary over a socketpair (:mod:`gre.http.bridge`), which runs
 gre's application for it.
 
-``python -c "from gre.http.worker import main; main()" BRIDGE_FD`` (started by
+``python -c "from gre.http.worker import main; main()" BRIDGE_FD [RING_FD]`` (started by
 :class:`gre.http.front_ends.FrontEnds`); the first message on the bridge is its
 :class:`WorkerSpec`. It exits when the primary says ``STOP`` (after the drain) or when the
 bridge closes (the primary is gone); SIGINT, SIGTERM and SIGHUP are the primary's to act on,
@@ -31,6 +31,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gre.heap import freeze_startup_objects
 from gre.http import bridge
+from gre.http.body_ring import RingWriter
 from gre.http.budget import BodyBudget
 from gre.http.classify_exchange import checked_image, sent_of
 from gre.http.direct_classify import takes
@@ -98,10 +99,16 @@ class BridgeApp:
     comes back; the primary pulls the body chunk by chunk (``MORE``). Given ``max_pixels``
     (px), a classify request whose body came whole with its head crosses as ``CLASSIFY``, its
     head read and its image checked here: work that runs on every worker's core instead of
-    the primary's one."""
+    the primary's one; its body through ``ring`` when given and it fits."""
 
-    def __init__(self, writer: asyncio.StreamWriter, max_pixels: int | None = None) -> None:
+    def __init__(
+        self,
+        writer: asyncio.StreamWriter,
+        max_pixels: int | None = None,
+        ring: RingWriter | None = None,
+    ) -> None:
         self.max_pixels = max_pixels
+        self.ring = ring
         self.frames = wire.FrameWriter(writer)
         self.requests: dict[int, _Mailbox] = {}
         self._ids = itertools.count()
@@ -148,19 +155,19 @@ class BridgeApp:
             if isinstance(watch, LostConnection):
                 watch.callback = None
 
-    @staticmethod
     def _classify(
-        rid: int, scope: Scope, body: bytes, started: float, max_pixels: int
+        self, rid: int, scope: Scope, body: bytes, started: float, max_pixels: int
     ) -> tuple[Any, ...]:
-        """A whole classify request's message: ``CLASSIFY``, or ``HEAD`` should the image
-        check fail unforeseen (the primary then checks it again and answers its 500, logged
-        and counted as in one process)."""
+        """A whole classify request's message: ``CLASSIFY`` (its body in the ring when it
+        fits), or ``HEAD`` should the image check fail unforeseen (the primary then checks it
+        again and answers its 500, logged and counted as in one process)."""
         try:
             checked = checked_image(body, max_pixels)
         except Exception:
             return (bridge.HEAD, rid, bridge.portable_scope(scope), body, False)
         sent = sent_of(scope["headers"], scope["query_string"])
-        return (bridge.CLASSIFY, rid, sent, checked, started, body)
+        shared = self.ring.put(body) if self.ring is not None else None
+        return (bridge.CLASSIFY, rid, sent, checked, started, shared or body)
 
     async def _relay(
         self,
@@ -233,9 +240,14 @@ async def _read_primary(reader: asyncio.StreamReader, app: BridgeApp, server: Wo
 def _deliver_all(messages: list[Any], app: BridgeApp) -> bool:
     """Deliver ``messages`` in order; ``True`` at ``STOP`` (what follows it is dropped)."""
     for message in messages:
-        if message[0] == bridge.STOP:
+        kind = message[0]
+        if kind == bridge.STOP:
             return True
-        app.deliver(message)
+        if kind == bridge.TAKEN:
+            if app.ring is not None:
+                app.ring.taken(message[1])
+        else:
+            app.deliver(message)
     return False
 
 
@@ -248,14 +260,15 @@ async def _report_held(app: BridgeApp, budget: BodyBudget) -> None:
             app.write((bridge.HELD, last))
 
 
-async def serve(bridge_socket: socket.socket) -> None:
-    """Listen on the spec's address and serve until the primary says stop or goes away."""
+async def serve(bridge_socket: socket.socket, ring: RingWriter | None = None) -> None:
+    """Listen on the spec's address and serve until the primary says stop or goes away;
+    ``ring``: the body ring the primary made for this process, if any."""
     reader, writer = await asyncio.open_connection(sock=bridge_socket)
     spec: WorkerSpec = await wire.read(reader)
     configure_logging(spec.log_level)
     listen = bridge.port_socket(spec.host, spec.port)
     listen.listen(spec.backlog)
-    app = BridgeApp(writer, spec.max_pixels)
+    app = BridgeApp(writer, spec.max_pixels, ring)
     budget = BodyBudget(spec.budget_bytes)
     limits = Limits(
         header_timeout_s=spec.header_timeout_s,
@@ -294,8 +307,10 @@ async def serve(bridge_socket: socket.socket) -> None:
 
 
 def main() -> None:
-    """Entry point: ``argv[1]`` the bridge socket's descriptor."""
+    """Entry point: ``argv[1]`` the bridge socket's descriptor, ``argv[2]`` (optional) the
+    body ring's."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the primary drains, then says STOP
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the primary's
-    uvloop.run(serve(socket.socket(fileno=int(sys.argv[1]))))
+    ring = RingWriter(int(sys.argv[2])) if len(sys.argv) > 2 else None
+    uvloop.run(serve(socket.socket(fileno=int(sys.argv[1])), ring))

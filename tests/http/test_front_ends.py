@@ -6,6 +6,7 @@ replica); tests/http/test_workers.py runs the real thing."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections import deque
@@ -17,8 +18,10 @@ from starlette.types import Receive, Scope, Send
 
 from gre.config import load_config
 from gre.http import bridge
+from gre.http.body_ring import INLINE_BELOW, RingReader, RingWriter
 from gre.http.classify_exchange import Sent, checked_image
 from gre.http.front_ends import BridgedRequest, FrontEnds, WorkerProcess
+from gre.replicas import wire
 from gre.service import Service
 from tests.fakes import FakeReplica
 from tests.http.test_direct_classify import TINY
@@ -213,3 +216,43 @@ async def test_a_classify_message_is_refused_by_top_k_before_its_image(service: 
     _, _, status, _, body = await answered(worker)
     assert status == 422
     assert b'"error":"bad_top_k"' in body
+
+
+class OneRead(wire.FrameReader):
+    """A bridge that brings ``messages`` in one read, then closes."""
+
+    def __init__(self, messages: list[tuple[Any, ...]]) -> None:  # no stream under it
+        self.messages: list[tuple[Any, ...]] | None = messages
+
+    async def read(self) -> list[tuple[Any, ...]]:
+        messages, self.messages = self.messages, None
+        if messages is None:
+            raise asyncio.IncompleteReadError(b"", None)
+        return messages
+
+
+async def test_bodies_in_the_ring_are_taken_as_read_and_the_worker_told_once_per_read(
+    service: Service,
+) -> None:
+    ends, worker = front_ends(service)
+    worker.ring = RingReader(4 * INLINE_BELOW)
+    assert worker.ring.fd is not None
+    writer = RingWriter(os.dup(worker.ring.fd))
+    photo = TINY + bytes(INLINE_BELOW)  # a JPEG's trailing bytes are ignored
+    messages = []
+    for rid in (1, 2):
+        place = writer.put(photo)
+        assert place is not None
+        checked = checked_image(photo, service.config.server.max_pixels)
+        messages.append((bridge.CLASSIFY, rid, SENT, checked, time.perf_counter(), place))
+    await ends._read(worker, OneRead(messages), asyncio.Event())
+    assert worker.sent == [(bridge.TAKEN, 2 * len(photo))]  # before any answer
+    while len(worker.sent) < 3:
+        await asyncio.sleep(0)
+    assert [m[:3] for m in worker.sent[1:]] == [
+        (bridge.RESPONSE, 1, 200),
+        (bridge.RESPONSE, 2, 200),
+    ]
+    assert FakeReplica.made[-1].batches == [[photo, photo]]
+    worker.ring.close()
+    writer.close()

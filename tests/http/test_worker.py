@@ -6,22 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from typing import Any
 
 import pytest
 from starlette.types import Message
 
 from gre.http import bridge, worker
+from gre.http.body_ring import INLINE_BELOW, RingReader, RingWriter
 from gre.http.classify_exchange import Sent, checked_image
-from gre.http.worker import BridgeApp
+from gre.http.worker import BridgeApp, _deliver_all
 from tests.http.test_direct_classify import TINY
 
 
 class RecordingBridge(BridgeApp):
     """A BridgeApp whose messages to the primary are kept in a list."""
 
-    def __init__(self, max_pixels: int | None) -> None:
+    def __init__(self, max_pixels: int | None, ring: RingWriter | None = None) -> None:
         self.max_pixels = max_pixels
+        self.ring = ring
         self.requests = {}
         self.sent: list[tuple[Any, ...]] = []
         self._ids = itertools.count()
@@ -100,3 +103,22 @@ async def test_an_image_check_that_fails_unforeseen_leaves_the_request_to_the_pr
     kind, _, portable, body, more = await crossed(RecordingBridge(max_pixels=1_000), scope(), TINY)
     assert (kind, body, more) == (bridge.HEAD, TINY, False)
     assert portable["path"] == "/api/classify"
+
+
+async def test_a_large_body_crosses_in_the_ring_until_it_is_full() -> None:
+    reader = RingReader(2 * INLINE_BELOW + 100)
+    assert reader.fd is not None
+    app = RecordingBridge(max_pixels=1_000, ring=RingWriter(os.dup(reader.fd)))
+    photo = TINY + bytes(INLINE_BELOW)
+    *_, first = await crossed(app, scope(), photo)
+    app.sent.clear()
+    *_, inline = await crossed(app, scope(), photo)  # no room for a second
+    assert first == (0, len(photo))
+    assert inline == photo
+    assert reader.take(*first) == photo
+    assert not _deliver_all([(bridge.TAKEN, reader.position)], app)
+    app.sent.clear()
+    *_, again = await crossed(app, scope(), photo)
+    assert again == (reader.size, len(photo))  # past the end: at offset 0, once freed
+    assert reader.take(*again) == photo
+    reader.close()
