@@ -15,6 +15,9 @@ worker -> primary
     as bytes, or as its ``(position, length)`` in the worker's body ring
     (:mod:`gre.http.body_ring`);
     ``(BODY, id, body, more_body)``: the next chunk, when the primary asked for it;
+    ``(WHOLE, id, checked, body)``: a classify request's whole body, when the primary fetched
+    it, with the image check's outcome (``None``: the primary checks it), the body as in
+    ``CLASSIFY``;
     ``(GONE, id)``: the client left (the connection was lost, or cut off mid-body);
     ``(REJECTED, reason)``: the worker's protocol refused a connection or request itself
     (``gre_rejected_total``); ``(HELD, bytes)``: its body budget's holding, when it changes;
@@ -23,6 +26,9 @@ worker -> primary
 primary -> worker
     ``(MORE, id)``: the application wants the next chunk (bodies are pulled, so uvicorn's
     flow control and the refusals before an upload work as in one process);
+    ``(FETCH, id)``: a classify request was admitted: read its whole body, check it, send it
+    (a worker that checks images sends a classify request whose body did not come whole
+    with its head as ``HEAD`` without any of the body, then ``WHOLE``);
     ``(RESPONSE, id, status, headers, body)``: a whole answer, in one message;
     ``(START, id, status, headers)`` then ``(CHUNK, id, body, more_body)``: a streamed one;
     ``(TAKEN, position)``: the primary has read the body ring up to ``position``;
@@ -39,10 +45,12 @@ from typing import Any
 
 from starlette.types import Scope
 
-HEAD, CLASSIFY, BODY, GONE, REJECTED, HELD, LISTENING = (
-    "head", "classify", "body", "gone", "rejected", "held", "listening",
+HEAD, CLASSIFY, BODY, WHOLE, GONE, REJECTED, HELD, LISTENING = (
+    "head", "classify", "body", "whole", "gone", "rejected", "held", "listening",
 )  # fmt: skip
-MORE, RESPONSE, START, CHUNK, TAKEN, STOP = "more", "response", "start", "chunk", "taken", "stop"
+MORE, FETCH, RESPONSE, START, CHUNK, TAKEN, STOP = (
+    "more", "fetch", "response", "start", "chunk", "taken", "stop",
+)  # fmt: skip
 
 #: The HTTP scope keys that cross (ASGI's, without ``extensions``, ``state`` or ``app``).
 SCOPE_KEYS = (

@@ -65,6 +65,7 @@ class BridgedRequest:
     started: tuple[int, list[tuple[bytes, bytes]]] | None = None
     streaming: bool = False
     done: bool = False
+    classify: DirectClassify | None = None  # a classify request waiting for its WHOLE body
 
     def wake(self) -> None:
         if self.arrived is not None and not self.arrived.done():
@@ -326,24 +327,35 @@ class FrontEnds:
             chunk = {"type": "http.request", "body": body, "more_body": more}
             request = BridgedRequest(worker, rid, deque([chunk]), more)
             worker.requests[rid] = request
-            if self.service is not None and not more and takes(scope):
+            if self.service is not None and takes(scope):
                 sent = sent_of(scope["headers"], scope["query_string"])
-                self._classify(self.service, request, sent, body)
+                if not more:
+                    self._classify(self.service, request, sent, body)
+                else:  # admitted (or refused) before the upload; then its whole body
+                    self._fetch(self.service, request, sent)
                 return
             task = asyncio.create_task(self._serve(request, scope))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif kind == bridge.CLASSIFY:
             worker.handed.inc()
-            _, rid, sent, checked, started, body = message
-            if isinstance(body, tuple):
-                assert worker.ring is not None, "a body in the ring, but this worker has none"
-                body = worker.ring.take(*body)
+            _, rid, sent, checked, started, carried = message
+            body = self._carried(worker, carried)
             chunk = {"type": "http.request", "body": body, "more_body": False}
             request = BridgedRequest(worker, rid, deque([chunk]), False)
             worker.requests[rid] = request
             assert self.service is not None, "CLASSIFY is sent only when the spec says so"
             self._classify(self.service, request, sent, body, checked, started)
+        elif kind == bridge.WHOLE:
+            _, rid, checked, carried = message
+            body = self._carried(worker, carried)  # even for a request gone: the ring's order
+            fetched = worker.requests.get(rid)
+            classify = fetched.classify if fetched is not None else None
+            if classify is not None and classify.receiving:
+                classify.checked = checked
+                classify.body(body)
+                if classify.receiving:
+                    classify.complete()
         elif kind == bridge.BODY:
             waiting = worker.requests.get(message[1])
             if waiting is not None:
@@ -363,6 +375,14 @@ class FrontEnds:
             listening.set()
 
     @staticmethod
+    def _carried(worker: WorkerProcess, body: bytes | tuple[int, int]) -> bytes:
+        """A body as it crossed: itself, or its ``(position, length)`` in the ring."""
+        if isinstance(body, bytes):
+            return body
+        assert worker.ring is not None, "a body in the ring, but this worker has none"
+        return worker.ring.take(*body)
+
+    @staticmethod
     def _classify(
         service: Service,
         request: BridgedRequest,
@@ -374,16 +394,37 @@ class FrontEnds:
         """Answer a bridged classify request whose body is whole, by callback; ``checked``
         and ``started``: the worker's image check and when it had the head, when it sent
         them (``CLASSIFY``)."""
+        classify = FrontEnds._direct(service, request, sent, checked, started)
+        classify.begin(body, more=False)
+
+    @staticmethod
+    def _fetch(service: Service, request: BridgedRequest, sent: Sent) -> None:
+        """Admit a bridged classify request whose body is to come (or refuse it before the
+        upload), then ask its worker for the whole body, checked (``FETCH``)."""
+        classify = request.classify = FrontEnds._direct(service, request, sent)
+        classify.begin(b"", more=True)
+        if classify.receiving:
+            request.worker.write((bridge.FETCH, request.rid))
+
+    @staticmethod
+    def _direct(
+        service: Service,
+        request: BridgedRequest,
+        sent: Sent,
+        checked: Checked | None = None,
+        started: float | None = None,
+    ) -> DirectClassify:
+        """A :class:`DirectClassify` answering ``request`` across its worker's bridge."""
 
         def answer(status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
             request.worker.write((bridge.RESPONSE, request.rid, status, headers, content))
 
         def done() -> None:
             request.done = True
+            request.classify = None
             request.worker.requests.pop(request.rid, None)
 
-        classify = DirectClassify(service, sent, request.watch, answer, done, checked, started)
-        classify.begin(body, more=False)
+        return DirectClassify(service, sent, request.watch, answer, done, checked, started)
 
     async def _serve(self, request: BridgedRequest, scope: dict[str, Any]) -> None:
         scope["extensions"] = {LOST_CONNECTION: request.watch}

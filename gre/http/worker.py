@@ -97,9 +97,11 @@ class _Mailbox:
 class BridgeApp:
     """The worker's ASGI application: each HTTP request goes to the primary and its answer
     comes back; the primary pulls the body chunk by chunk (``MORE``). Given ``max_pixels``
-    (px), a classify request whose body came whole with its head crosses as ``CLASSIFY``, its
-    head read and its image checked here: work that runs on every worker's core instead of
-    the primary's one; its body through ``ring`` when given and it fits."""
+    (px), a classify request's head is read and its whole body's image checked here, work
+    that runs on every worker's core instead of the primary's one: it crosses as
+    ``CLASSIFY`` when its body came whole with its head, else its head first (for admission,
+    before the upload) and its whole body when the primary asks for it (``FETCH``, then
+    ``WHOLE``); each body through ``ring`` when given and it fits."""
 
     def __init__(
         self,
@@ -144,12 +146,17 @@ class BridgeApp:
         watch = extensions.get(LOST_CONNECTION)
         if isinstance(watch, LostConnection):
             watch.callback = lambda: self.write((bridge.GONE, rid))
-        if self.max_pixels is not None and not more and takes(scope):
-            self.write(self._classify(rid, scope, body, started, self.max_pixels))
+        kept = b""  # what arrived of a classify body that crosses whole, at FETCH
+        if self.max_pixels is not None and takes(scope):
+            if not more:
+                self.write(self._classify(rid, scope, body, started, self.max_pixels))
+            else:
+                kept = body
+                self.write((bridge.HEAD, rid, bridge.portable_scope(scope), b"", True))
         else:
             self.write((bridge.HEAD, rid, bridge.portable_scope(scope), body, more))
         try:
-            await self._relay(rid, mailbox, receive, send, extensions.get(WHOLE_ANSWER))
+            await self._relay(rid, mailbox, receive, send, extensions.get(WHOLE_ANSWER), kept)
         finally:
             del self.requests[rid]
             if isinstance(watch, LostConnection):
@@ -166,8 +173,22 @@ class BridgeApp:
         except Exception:
             return (bridge.HEAD, rid, bridge.portable_scope(scope), body, False)
         sent = sent_of(scope["headers"], scope["query_string"])
-        shared = self.ring.put(body) if self.ring is not None else None
-        return (bridge.CLASSIFY, rid, sent, checked, started, shared or body)
+        return (bridge.CLASSIFY, rid, sent, checked, started, self._carried(body))
+
+    def _whole(self, rid: int, body: bytes) -> tuple[Any, ...]:
+        """``(WHOLE, id, checked, body)`` for a body the primary fetched; ``checked`` is
+        ``None`` should the check fail unforeseen (the primary checks it itself)."""
+        assert self.max_pixels is not None, "FETCH is sent only to a worker that checks"
+        try:
+            checked = checked_image(body, self.max_pixels)
+        except Exception:
+            return (bridge.WHOLE, rid, None, body)
+        return (bridge.WHOLE, rid, checked, self._carried(body))
+
+    def _carried(self, body: bytes) -> bytes | tuple[int, int]:
+        """How ``body`` crosses: its place in the ring, or itself."""
+        place = self.ring.put(body) if self.ring is not None else None
+        return body if place is None else place
 
     async def _relay(
         self,
@@ -176,12 +197,24 @@ class BridgeApp:
         receive: Receive,
         send: Send,
         whole: Callable[[int, list[tuple[bytes, bytes]], bytes], bool] | None,
+        kept: bytes,
     ) -> None:
         while True:
             message = await mailbox.get()
             kind = message[0]
-            if kind == bridge.MORE:
-                chunk: Message = await receive()
+            if kind == bridge.FETCH:
+                chunks = [kept]
+                while True:
+                    chunk: Message = await receive()
+                    if chunk["type"] == "http.disconnect":
+                        self.write((bridge.GONE, rid))
+                        break
+                    chunks.append(chunk.get("body", b""))
+                    if not chunk.get("more_body", False):
+                        self.write(self._whole(rid, b"".join(chunks)))
+                        break
+            elif kind == bridge.MORE:
+                chunk = await receive()
                 if chunk["type"] == "http.disconnect":
                     self.write((bridge.GONE, rid))
                 else:

@@ -256,3 +256,59 @@ async def test_bodies_in_the_ring_are_taken_as_read_and_the_worker_told_once_per
     assert FakeReplica.made[-1].batches == [[photo, photo]]
     worker.ring.close()
     writer.close()
+
+
+HEAD_SCOPE = {
+    "type": "http",
+    "method": "POST",
+    "path": "/api/classify",
+    "query_string": b"top_k=1",
+    "headers": [(b"x-request-id", b"bridged")],
+}
+
+
+async def test_a_classify_head_is_admitted_then_its_whole_body_fetched(service: Service) -> None:
+    ends, worker = front_ends(service)
+    listening = asyncio.Event()
+    ends._handle(worker, (bridge.HEAD, 8, dict(HEAD_SCOPE), b"", True), listening)
+    assert worker.sent == [(bridge.FETCH, 8)]  # admitted: the upload may begin
+    checked = checked_image(TINY, service.config.server.max_pixels)
+    ends._handle(worker, (bridge.WHOLE, 8, checked, TINY), listening)
+    while len(worker.sent) < 2:
+        await asyncio.sleep(0)
+    kind, rid, status, _, body = worker.sent[1]
+    assert (kind, rid, status) == (bridge.RESPONSE, 8, 200)
+    assert body == b'[{"confidence":0.75,"label":"sfw"}]'
+    assert worker.requests == {}
+
+
+async def test_a_classify_head_refused_before_the_upload_is_not_fetched(service: Service) -> None:
+    ends, worker = front_ends(service)
+    refused = dict(HEAD_SCOPE, query_string=b"top_k=0")
+    ends._handle(worker, (bridge.HEAD, 9, refused, b"", True), asyncio.Event())
+    ((kind, rid, status, _, body),) = worker.sent
+    assert (kind, rid, status) == (bridge.RESPONSE, 9, 422)
+    assert b'"error":"bad_top_k"' in body
+    assert worker.requests == {}
+
+
+async def test_a_fetched_body_whose_client_left_is_still_taken_from_the_ring(
+    service: Service,
+) -> None:
+    ends, worker = front_ends(service)
+    worker.ring = RingReader(4 * INLINE_BELOW)
+    assert worker.ring.fd is not None
+    writer = RingWriter(os.dup(worker.ring.fd))
+    listening = asyncio.Event()
+    ends._handle(worker, (bridge.HEAD, 10, dict(HEAD_SCOPE), b"", True), listening)
+    ends._handle(worker, (bridge.GONE, 10), listening)
+    assert worker.requests == {}
+    photo = TINY + bytes(INLINE_BELOW)
+    place = writer.put(photo)
+    assert place is not None
+    ends._handle(worker, (bridge.WHOLE, 10, ("bad_image", "unused"), place), listening)
+    assert worker.ring.position == len(photo)  # the ring moves on past it
+    assert worker.sent == [(bridge.FETCH, 10)]  # and nothing is answered
+    assert FakeReplica.made[-1].batches == []
+    worker.ring.close()
+    writer.close()

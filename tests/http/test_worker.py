@@ -122,3 +122,57 @@ async def test_a_large_body_crosses_in_the_ring_until_it_is_full() -> None:
     assert again == (reader.size, len(photo))  # past the end: at offset 0, once freed
     assert reader.take(*again) == photo
     reader.close()
+
+
+async def test_a_classify_body_still_coming_crosses_whole_when_the_primary_fetches_it() -> None:
+    """Its head first, with none of the body (the primary admits it before the upload); at
+    FETCH the worker reads the rest, checks the whole and sends it (WHOLE)."""
+    app = RecordingBridge(max_pixels=1_000)
+    pieces = [TINY[:100], TINY[100:500], TINY[500:]]
+    chunks = [{"type": "http.request", "body": p, "more_body": i < 2} for i, p in enumerate(pieces)]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return chunks.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    task = asyncio.create_task(app(scope(), receive, send))
+    while not app.sent and not task.done():
+        await asyncio.sleep(0)
+    ((kind, rid, _, body, more),) = app.sent
+    assert (kind, body, more) == (bridge.HEAD, b"", True)
+    assert len(chunks) == 2  # the first piece arrived with the head and waits in the worker
+    app.deliver((bridge.FETCH, rid))
+    while len(app.sent) < 2 and not task.done():
+        await asyncio.sleep(0)
+    assert app.sent[1] == (bridge.WHOLE, rid, checked_image(TINY, 1_000), TINY)
+    app.deliver((bridge.RESPONSE, rid, 200, [(b"content-length", b"2")], b"[]"))
+    await task
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+
+
+async def test_a_client_that_leaves_while_its_body_is_fetched_is_gone() -> None:
+    app = RecordingBridge(max_pixels=1_000)
+    chunks: list[Message] = [
+        {"type": "http.request", "body": TINY[:100], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return chunks.pop(0)
+
+    async def send(message: Message) -> None:
+        raise AssertionError("nothing is answered to a client that left")
+
+    task = asyncio.create_task(app(scope(), receive, send))
+    while not app.sent and not task.done():
+        await asyncio.sleep(0)
+    rid = app.sent[0][1]
+    app.deliver((bridge.FETCH, rid))
+    while len(app.sent) < 2 and not task.done():
+        await asyncio.sleep(0)
+    assert app.sent[1] == (bridge.GONE, rid)
+    app.deliver((bridge.GONE, rid))  # what the worker's bridge says once nobody will answer
+    await task
