@@ -145,7 +145,7 @@ class BridgeApp:
         extensions = scope.get("extensions", {})
         watch = extensions.get(LOST_CONNECTION)
         if isinstance(watch, LostConnection):
-            watch.callback = lambda: self.write((bridge.GONE, rid))
+            watch.callback = lambda: self._lost(rid)
         kept = b""  # what arrived of a classify body that crosses whole, at FETCH
         if self.max_pixels is not None and takes(scope):
             if not more:
@@ -161,6 +161,12 @@ class BridgeApp:
             del self.requests[rid]
             if isinstance(watch, LostConnection):
                 watch.callback = None
+
+    def _lost(self, rid: int) -> None:
+        """The request's client left: tell the primary, and end the request here (uvicorn
+        lets its task run on, and the primary answers nothing to a client gone)."""
+        self.write((bridge.GONE, rid))
+        self.deliver((bridge.GONE, rid))
 
     def _classify(
         self, rid: int, scope: Scope, body: bytes, started: float, max_pixels: int
@@ -235,7 +241,7 @@ class BridgeApp:
                 await send({"type": "http.response.body", "body": body, "more_body": more})
                 if not more:
                     return
-            elif kind == bridge.GONE:  # the bridge closed: nobody will answer
+            elif kind == bridge.GONE:  # the client left, or the bridge closed: no answer
                 return
 
 

@@ -15,6 +15,7 @@ from starlette.types import Message
 from gre.http import bridge, worker
 from gre.http.body_ring import INLINE_BELOW, RingReader, RingWriter
 from gre.http.classify_exchange import Sent, checked_image
+from gre.http.protocol import LOST_CONNECTION, LostConnection
 from gre.http.worker import BridgeApp, _deliver_all
 from tests.http.test_direct_classify import TINY
 
@@ -176,3 +177,26 @@ async def test_a_client_that_leaves_while_its_body_is_fetched_is_gone() -> None:
     assert app.sent[1] == (bridge.GONE, rid)
     app.deliver((bridge.GONE, rid))  # what the worker's bridge says once nobody will answer
     await task
+
+
+async def test_a_client_that_leaves_while_the_primary_has_its_request_ends_it_here() -> None:
+    """The primary answers nothing to a client gone, and uvicorn lets the request's task run
+    on: the worker ends it itself, and forgets it, when the connection is lost."""
+    app = RecordingBridge(max_pixels=1_000)
+    watch = LostConnection()
+    request = dict(scope(), extensions={LOST_CONNECTION: watch})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": TINY, "more_body": False}
+
+    async def send(message: Message) -> None:
+        raise AssertionError("nothing is answered to a client that left")
+
+    task = asyncio.create_task(app(request, receive, send))
+    while not app.sent and not task.done():
+        await asyncio.sleep(0)
+    rid = app.sent[0][1]
+    watch.fire()
+    await asyncio.wait_for(task, timeout=5)
+    assert app.sent[1:] == [(bridge.GONE, rid)]
+    assert app.requests == {}
