@@ -7,12 +7,13 @@ so that it stays gre's while a worker is replaced, and ``port = 0`` picks one po
 
 Why this shape: HTTP parsing is most of the front end's CPU per request, and it parallelises;
 the batcher must not (requests from every front end must meet in one batch per replica, or
-batches shrink by the number of workers). So the workers parse (and read each whole classify
-request's head and check its image: bridge ``CLASSIFY``), and the scheduler, the
-replicas, the metrics, ``/readyz``, admission, drain, reloads and systemd's notifications stay
-in one process, unchanged. A worker that dies (even SIGKILL) loses only its own connections:
-its requests still in the primary are dropped as if their clients had left, and it is
-replaced.
+batches shrink by the number of workers). So the workers parse (and read each classify
+request's head and check its whole body's image: bridge ``CLASSIFY``, ``FETCH`` and
+``WHOLE``, the bodies in a shared-memory ring, :mod:`gre.http.body_ring`), and the
+scheduler, the replicas, the metrics, ``/readyz``, admission, drain, reloads and systemd's
+notifications stay in one process, unchanged. A worker that dies (even SIGKILL) loses only
+its own connections: its requests still in the primary are dropped as if their clients had
+left, and it is replaced.
 """
 
 from __future__ import annotations
@@ -332,6 +333,7 @@ class FrontEnds:
                 if not more:
                     self._classify(self.service, request, sent, body)
                 else:  # admitted (or refused) before the upload; then its whole body
+                    assert not body, "the worker keeps what came of a body it will send whole"
                     self._fetch(self.service, request, sent)
                 return
             task = asyncio.create_task(self._serve(request, scope))

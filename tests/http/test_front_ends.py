@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -231,31 +231,44 @@ class OneRead(wire.FrameReader):
         return messages
 
 
-async def test_bodies_in_the_ring_are_taken_as_read_and_the_worker_told_once_per_read(
-    service: Service,
-) -> None:
+#: A body large enough for the ring (a JPEG's bytes after its end are ignored).
+PHOTO = TINY + bytes(INLINE_BELOW)
+
+Ringed = tuple[FrontEnds, RecordingWorker, RingWriter]
+
+
+@pytest.fixture
+def ringed(service: Service) -> Iterator[Ringed]:
+    """The primary's bridge, a worker stand-in with a body ring of 4 x INLINE_BELOW bytes,
+    and the worker's side of that ring."""
     ends, worker = front_ends(service)
-    worker.ring = RingReader(4 * INLINE_BELOW)
-    assert worker.ring.fd is not None
-    writer = RingWriter(os.dup(worker.ring.fd))
-    photo = TINY + bytes(INLINE_BELOW)  # a JPEG's trailing bytes are ignored
+    ring = worker.ring = RingReader(4 * INLINE_BELOW)
+    assert ring.fd is not None
+    writer = RingWriter(os.dup(ring.fd))
+    yield ends, worker, writer
+    ring.close()
+    writer.close()
+
+
+async def test_bodies_in_the_ring_are_taken_as_read_and_the_worker_told_once_per_read(
+    service: Service, ringed: Ringed
+) -> None:
+    ends, worker, writer = ringed
     messages = []
     for rid in (1, 2):
-        place = writer.put(photo)
+        place = writer.put(PHOTO)
         assert place is not None
-        checked = checked_image(photo, service.config.server.max_pixels)
+        checked = checked_image(PHOTO, service.config.server.max_pixels)
         messages.append((bridge.CLASSIFY, rid, SENT, checked, time.perf_counter(), place))
     await ends._read(worker, OneRead(messages), asyncio.Event())
-    assert worker.sent == [(bridge.TAKEN, 2 * len(photo))]  # before any answer
+    assert worker.sent == [(bridge.TAKEN, 2 * len(PHOTO))]  # before any answer
     while len(worker.sent) < 3:
         await asyncio.sleep(0)
     assert [m[:3] for m in worker.sent[1:]] == [
         (bridge.RESPONSE, 1, 200),
         (bridge.RESPONSE, 2, 200),
     ]
-    assert FakeReplica.made[-1].batches == [[photo, photo]]
-    worker.ring.close()
-    writer.close()
+    assert FakeReplica.made[-1].batches == [[PHOTO, PHOTO]]
 
 
 HEAD_SCOPE = {
@@ -293,22 +306,17 @@ async def test_a_classify_head_refused_before_the_upload_is_not_fetched(service:
 
 
 async def test_a_fetched_body_whose_client_left_is_still_taken_from_the_ring(
-    service: Service,
+    ringed: Ringed,
 ) -> None:
-    ends, worker = front_ends(service)
-    worker.ring = RingReader(4 * INLINE_BELOW)
-    assert worker.ring.fd is not None
-    writer = RingWriter(os.dup(worker.ring.fd))
+    ends, worker, writer = ringed
     listening = asyncio.Event()
     ends._handle(worker, (bridge.HEAD, 10, dict(HEAD_SCOPE), b"", True), listening)
     ends._handle(worker, (bridge.GONE, 10), listening)
     assert worker.requests == {}
-    photo = TINY + bytes(INLINE_BELOW)
-    place = writer.put(photo)
+    place = writer.put(PHOTO)
     assert place is not None
     ends._handle(worker, (bridge.WHOLE, 10, ("bad_image", "unused"), place), listening)
-    assert worker.ring.position == len(photo)  # the ring moves on past it
+    assert worker.ring is not None
+    assert worker.ring.position == len(PHOTO)  # the ring moves on past it
     assert worker.sent == [(bridge.FETCH, 10)]  # and nothing is answered
     assert FakeReplica.made[-1].batches == []
-    worker.ring.close()
-    writer.close()
