@@ -55,8 +55,9 @@ HELD_EVERY_S = 0.5
 @dataclass(frozen=True)
 class WorkerSpec:
     """What a worker needs of ``[server]``; its body budget and connection limit are its
-    shares of ``max_inflight_body_bytes`` and ``max_connections``. Given ``max_pixels``, it
-    reads and checks each whole classify request itself (bridge ``CLASSIFY``)."""
+    shares of ``max_inflight_body_bytes`` and ``max_connections``. Given ``max_pixels`` (px),
+    it reads each classify request's head and checks its whole body itself (bridge
+    ``CLASSIFY``, or ``HEAD`` then ``WHOLE`` at ``FETCH``)."""
 
     index: int
     host: str
