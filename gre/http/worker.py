@@ -33,7 +33,7 @@ from gre.heap import freeze_startup_objects
 from gre.http import bridge
 from gre.http.body_ring import RingWriter
 from gre.http.budget import BodyBudget
-from gre.http.classify_exchange import checked_image, sent_of
+from gre.http.classify_exchange import Checked, checked_image, sent_of
 from gre.http.direct_classify import takes
 from gre.http.protocol import (
     BODY_READY,
@@ -150,7 +150,7 @@ class BridgeApp:
         kept = b""  # what arrived of a classify body that crosses whole, at FETCH
         if self.max_pixels is not None and takes(scope):
             if not more:
-                self.write(self._classify(rid, scope, body, started, self.max_pixels))
+                self.write(self._classify(rid, scope, body, started))
             else:
                 kept = body
                 self.write((bridge.HEAD, rid, bridge.portable_scope(scope), b"", True))
@@ -169,28 +169,28 @@ class BridgeApp:
         self.write((bridge.GONE, rid))
         self.deliver((bridge.GONE, rid))
 
-    def _classify(
-        self, rid: int, scope: Scope, body: bytes, started: float, max_pixels: int
-    ) -> tuple[Any, ...]:
+    def _classify(self, rid: int, scope: Scope, body: bytes, started: float) -> tuple[Any, ...]:
         """A whole classify request's message: ``CLASSIFY`` (its body in the ring when it
-        fits), or ``HEAD`` should the image check fail unforeseen (the primary then checks it
-        again and answers its 500, logged and counted as in one process)."""
-        try:
-            checked = checked_image(body, max_pixels)
-        except Exception:
+        fits), or ``HEAD`` should the image check fail unforeseen."""
+        checked = self._checked(body)
+        if checked is None:
             return (bridge.HEAD, rid, bridge.portable_scope(scope), body, False)
         sent = sent_of(scope["headers"], scope["query_string"])
         return (bridge.CLASSIFY, rid, sent, checked, started, self._carried(body))
 
     def _whole(self, rid: int, body: bytes) -> tuple[Any, ...]:
-        """``(WHOLE, id, checked, body)`` for a body the primary fetched; ``checked`` is
-        ``None`` should the check fail unforeseen (the primary checks it itself)."""
-        assert self.max_pixels is not None, "FETCH is sent only to a worker that checks"
+        """``(WHOLE, id, checked, body)`` for a body the primary fetched."""
+        return (bridge.WHOLE, rid, self._checked(body), self._carried(body))
+
+    def _checked(self, body: bytes) -> Checked | None:
+        """:func:`checked_image` of ``body``; ``None`` should the check fail unforeseen (a
+        bug, not an ``ImageError``): the primary then checks it again and answers its 500,
+        logged and counted as in one process."""
+        assert self.max_pixels is not None, "only a worker given max_pixels checks images"
         try:
-            checked = checked_image(body, self.max_pixels)
+            return checked_image(body, self.max_pixels)
         except Exception:
-            return (bridge.WHOLE, rid, None, body)
-        return (bridge.WHOLE, rid, checked, self._carried(body))
+            return None
 
     def _carried(self, body: bytes) -> bytes | tuple[int, int]:
         """How ``body`` crosses: its place in the ring, or itself."""
