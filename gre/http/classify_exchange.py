@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 from starlette.responses import Response
@@ -74,6 +74,26 @@ def sent_of(headers: Iterable[tuple[bytes, bytes]], query: bytes) -> Sent:
 
 #: :func:`checked_image`'s outcome: the image's header, or its refusal's code and message.
 Checked = ImageInfo | tuple[str, str]
+
+
+# A Sent and a Checked cross from an HTTP worker to the primary (bridge CLASSIFY, WHOLE) as
+# plain tuples. A NamedTuple pickles as a reference to its class, which unpickling looks up by
+# module and name and then calls: a CLASSIFY message took 4.2 us to unpickle instead of 0.7
+# (of the primary's ~200 us per request), and 8.7 us to pickle instead of 1.2.
+
+
+def sent_from(fields: tuple[Any, ...]) -> Sent:
+    """The :class:`Sent` whose fields crossed as the plain tuple ``fields``."""
+    return Sent._make(fields)
+
+
+def checked_from(fields: tuple[Any, ...]) -> Checked:
+    """The :data:`Checked` that crossed as the plain tuple ``fields``: an
+    :class:`ImageInfo`'s three, or a refusal's code and message."""
+    if len(fields) == len(ImageInfo._fields):
+        return ImageInfo._make(fields)
+    code, message = fields
+    return (str(code), str(message))
 
 
 def checked_image(body: bytes, max_pixels: int) -> Checked:

@@ -33,7 +33,7 @@ from gre.config import ServerConfig
 from gre.http import bridge
 from gre.http.body_ring import RingReader
 from gre.http.bridge import port_socket
-from gre.http.classify_exchange import Checked, Sent, sent_of
+from gre.http.classify_exchange import Checked, Sent, checked_from, sent_from, sent_of
 from gre.http.direct_classify import DirectClassify, takes
 from gre.http.protocol import LOST_CONNECTION, LostConnection
 from gre.http.worker import WorkerSpec
@@ -343,18 +343,20 @@ class FrontEnds:
             worker.handed.inc()
             _, rid, sent, checked, started, carried = message
             body = self._carried(worker, carried)
-            chunk = {"type": "http.request", "body": body, "more_body": False}
-            request = BridgedRequest(worker, rid, deque([chunk]), False)
+            # Answered directly: the ASGI receive() that reads a request's chunks never runs.
+            request = BridgedRequest(worker, rid, deque(), False)
             worker.requests[rid] = request
             assert self.service is not None, "CLASSIFY is sent only when the spec says so"
-            self._classify(self.service, request, sent, body, checked, started)
+            self._classify(
+                self.service, request, sent_from(sent), body, checked_from(checked), started
+            )
         elif kind == bridge.WHOLE:
             _, rid, checked, carried = message
             body = self._carried(worker, carried)  # even for a request gone: the ring's order
             fetched = worker.requests.get(rid)
             classify = fetched.classify if fetched is not None else None
             if classify is not None and classify.receiving:
-                classify.checked = checked
+                classify.checked = None if checked is None else checked_from(checked)
                 classify.body(body)
                 if classify.receiving:
                     classify.complete()

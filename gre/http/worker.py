@@ -175,12 +175,14 @@ class BridgeApp:
         checked = self._checked(body)
         if checked is None:
             return (bridge.HEAD, rid, bridge.portable_scope(scope), body, False)
-        sent = sent_of(scope["headers"], scope["query_string"])
-        return (bridge.CLASSIFY, rid, sent, checked, started, self._carried(body))
+        sent = tuple(sent_of(scope["headers"], scope["query_string"]))
+        return (bridge.CLASSIFY, rid, sent, tuple(checked), started, self._carried(body))
 
     def _whole(self, rid: int, body: bytes) -> tuple[Any, ...]:
         """``(WHOLE, id, checked, body)`` for a body the primary fetched."""
-        return (bridge.WHOLE, rid, self._checked(body), self._carried(body))
+        checked = self._checked(body)
+        plain = None if checked is None else tuple(checked)
+        return (bridge.WHOLE, rid, plain, self._carried(body))
 
     def _checked(self, body: bytes) -> Checked | None:
         """:func:`checked_image` of ``body``; ``None`` should the check fail unforeseen (a

@@ -178,7 +178,8 @@ async def test_a_classify_message_is_queued_with_the_workers_image_check(service
     ends, worker = front_ends(service)
     started = time.perf_counter() - 5.0
     checked = checked_image(TINY, service.config.server.max_pixels)
-    ends._handle(worker, (bridge.CLASSIFY, 3, SENT, checked, started, TINY), asyncio.Event())
+    message = (bridge.CLASSIFY, 3, tuple(SENT), tuple(checked), started, TINY)  # as it crosses
+    ends._handle(worker, message, asyncio.Event())
     kind, rid, status, headers, body = await answered(worker)
     assert (kind, rid, status) == (bridge.RESPONSE, 3, 200)
     assert body == b'[{"confidence":0.75,"label":"sfw"}]'
@@ -197,7 +198,7 @@ async def test_a_classify_message_the_worker_refused_is_answered_without_queuein
     ends, worker = front_ends(service)
     checked = checked_image(b"GIF89a", service.config.server.max_pixels)
     assert checked == ("unsupported_format", str(checked[1]))
-    message = (bridge.CLASSIFY, 4, SENT, checked, time.perf_counter(), b"GIF89a")
+    message = (bridge.CLASSIFY, 4, tuple(SENT), checked, time.perf_counter(), b"GIF89a")
     ends._handle(worker, message, asyncio.Event())
     kind, rid, status, headers, body = await answered(worker)
     assert (kind, rid, status) == (bridge.RESPONSE, 4, 415)
@@ -210,7 +211,7 @@ async def test_a_classify_message_is_refused_by_top_k_before_its_image(service: 
     """The exchange's order holds across the bridge: a bad top_k is refused (422) before the
     image's refusal, as in one process."""
     ends, worker = front_ends(service)
-    sent = SENT._replace(query=b"top_k=0")
+    sent = tuple(SENT._replace(query=b"top_k=0"))
     message = (bridge.CLASSIFY, 5, sent, ("bad_image", "not an image"), time.perf_counter(), b"x")
     ends._handle(worker, message, asyncio.Event())
     _, _, status, _, body = await answered(worker)
@@ -259,7 +260,9 @@ async def test_bodies_in_the_ring_are_taken_as_read_and_the_worker_told_once_per
         place = writer.put(PHOTO)
         assert place is not None
         checked = checked_image(PHOTO, service.config.server.max_pixels)
-        messages.append((bridge.CLASSIFY, rid, SENT, checked, time.perf_counter(), place))
+        messages.append(
+            (bridge.CLASSIFY, rid, tuple(SENT), tuple(checked), time.perf_counter(), place)
+        )
     await ends._read(worker, OneRead(messages), asyncio.Event())
     assert worker.sent == [(bridge.TAKEN, 2 * len(PHOTO))]  # before any answer
     while len(worker.sent) < 3:
@@ -286,7 +289,7 @@ async def test_a_classify_head_is_admitted_then_its_whole_body_fetched(service: 
     ends._handle(worker, (bridge.HEAD, 8, dict(HEAD_SCOPE), b"", True), listening)
     assert worker.sent == [(bridge.FETCH, 8)]  # admitted: the upload may begin
     checked = checked_image(TINY, service.config.server.max_pixels)
-    ends._handle(worker, (bridge.WHOLE, 8, checked, TINY), listening)
+    ends._handle(worker, (bridge.WHOLE, 8, tuple(checked), TINY), listening)
     while len(worker.sent) < 2:
         await asyncio.sleep(0)
     kind, rid, status, _, body = worker.sent[1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import pickle
 from typing import Any
 
 import pytest
@@ -73,6 +74,9 @@ async def test_a_whole_classify_request_crosses_read_and_checked() -> None:
     assert checked == checked_image(TINY, 1_000)
     assert checked[1:] == (16, 16)
     assert isinstance(started, float)
+    # Plain tuples: the pickle names no class for the primary to look up.
+    assert (type(sent), type(checked)) == (tuple, tuple)
+    assert b"gre." not in pickle.dumps((kind, rid, sent, checked, started, body))
 
 
 async def test_the_workers_image_refusal_crosses_as_its_code_and_message() -> None:
@@ -149,6 +153,7 @@ async def test_a_classify_body_still_coming_crosses_whole_when_the_primary_fetch
     while len(app.sent) < 2 and not task.done():
         await asyncio.sleep(0)
     assert app.sent[1] == (bridge.WHOLE, rid, checked_image(TINY, 1_000), TINY)
+    assert type(app.sent[1][2]) is tuple
     app.deliver((bridge.RESPONSE, rid, 200, [(b"content-length", b"2")], b"[]"))
     await task
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
