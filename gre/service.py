@@ -455,9 +455,18 @@ class Service:
         return answer(completed.outcome, self._encoders[completed.replica].labels)
 
     def answer_json(self, completed: Completed) -> bytes:
-        """:meth:`answer`, encoded as its JSON response body (UTF-8 bytes)."""
+        """:meth:`answer`, encoded as its JSON response body (UTF-8 bytes).
+
+        Raises:
+            ValueError: a confidence is not finite (no JSON for it).
+        """
         assert isinstance(completed.outcome, Prediction)
-        return self._encoders[completed.replica].encode(completed.outcome)
+        return self.answer_encoder(completed).encode(completed.outcome)
+
+    def answer_encoder(self, completed: Completed) -> AnswerEncoder:
+        """The JSON encoder of the labels of the model that answered ``completed`` (one per
+        model load: during a reload both models answer)."""
+        return self._encoders[completed.replica]
 
     def features(self, completed: Completed) -> dict[str, list[float]]:
         """``/api/features``' answer: each blob asked for, flattened (C, H, W), as floats."""

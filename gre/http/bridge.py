@@ -31,6 +31,8 @@ primary -> worker
     with its head as ``HEAD`` without any of the body, then ``WHOLE``);
     ``(RESPONSE, id, status, headers, body)``: a whole answer, in one message;
     ``(START, id, status, headers)`` then ``(CHUNK, id, body, more_body)``: a streamed one;
+    ``(LABELS, key, labels, forget)`` then ``(ANSWER, id, key, ...)``: a classify request's
+    200 as its prediction, which the worker encodes (:mod:`gre.http.bridge_answers`);
     ``(TAKEN, position)``: the primary has read the body ring up to ``position``;
     ``(STOP,)``: the primary has drained: stop accepting, finish, exit.
 
@@ -48,8 +50,8 @@ from starlette.types import Scope
 HEAD, CLASSIFY, BODY, WHOLE, GONE, REJECTED, HELD, LISTENING = (
     "head", "classify", "body", "whole", "gone", "rejected", "held", "listening",
 )  # fmt: skip
-MORE, FETCH, RESPONSE, START, CHUNK, TAKEN, STOP = (
-    "more", "fetch", "response", "start", "chunk", "taken", "stop",
+MORE, FETCH, RESPONSE, START, CHUNK, LABELS, ANSWER, TAKEN, STOP = (
+    "more", "fetch", "response", "start", "chunk", "labels", "answer", "taken", "stop",
 )  # fmt: skip
 
 #: The HTTP scope keys that cross (ASGI's, without ``extensions``, ``state`` or ``app``).

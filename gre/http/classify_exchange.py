@@ -106,6 +106,18 @@ def checked_image(body: bytes, max_pixels: int) -> Checked:
         return (exc.code, str(exc))
 
 
+def success_headers(timing: str, content: bytes, request_id: str) -> list[tuple[bytes, bytes]]:
+    """A 200's headers: ``Server-Timing`` (``timing``,
+    :func:`gre.http.request_parts.server_timing`), the JSON body ``content``'s length and
+    type, and ``X-Request-Id``; names in lower case, as ASGI's."""
+    return [
+        (b"server-timing", timing.encode("latin-1")),
+        (b"content-length", str(len(content)).encode("latin-1")),
+        _JSON,
+        (b"x-request-id", request_id.encode("latin-1")),
+    ]
+
+
 class ClassifyExchange:
     """One classify request from its head to its access-log line (see the module docstring).
 
@@ -191,20 +203,31 @@ class ClassifyExchange:
             raise refusal(exc) from None
 
     def success(self, completed: Completed) -> tuple[list[tuple[bytes, bytes]], bytes]:
-        """The 200's headers and JSON body for the scheduler's answer.
+        """The 200's headers and JSON body for the scheduler's answer: :meth:`account`,
+        then :meth:`encoded`.
+
+        Raises:
+            ApiError: the replica refused the image (its code and message).
+        """
+        self.account(completed)
+        return self.encoded(completed)
+
+    def account(self, completed: Completed) -> None:
+        """Record the scheduler's answer (the access-log fields, the queue-time metric).
 
         Raises:
             ApiError: the replica refused the image (its code and message).
         """
         account_completed(self.service, self.record, completed)
+
+    def encoded(self, completed: Completed) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """The 200's headers and JSON body for an answer :meth:`account` took.
+
+        Raises:
+            ValueError: a confidence is not finite (no JSON for it).
+        """
         content = self.service.answer_json(completed)
-        headers = [
-            (b"server-timing", server_timing(completed).encode("latin-1")),
-            (b"content-length", str(len(content)).encode("latin-1")),
-            _JSON,
-            (b"x-request-id", self.request_id.encode("latin-1")),
-        ]
-        return headers, content
+        return success_headers(server_timing(completed), content, self.request_id), content
 
     def refused(self, exc: ApiError) -> Response:
         """The answer to a refusal: gre's JSON error, with ``X-Request-Id``; recorded for

@@ -210,13 +210,20 @@ class DirectClassify:
             if error is not None:
                 raise error
             try:
-                headers, content = self.exchange.success(future.result())
+                self._succeed(future.result())
             except ApiError as exc:
                 self._refuse(exc)
-                return
-            self._answer(200, headers, content)
         except Exception:
             self._unexpected()
+
+    def _succeed(self, completed: Completed) -> None:
+        """Answer the scheduler's answer: 200, or the replica's refusal of the image.
+
+        Raises:
+            ApiError: the replica refused the image (before anything was sent).
+        """
+        headers, content = self.exchange.success(completed)
+        self._answer(200, headers, content)
 
     def _lost(self) -> None:
         """The connection's callback: the client left (or was cut off mid-body)."""

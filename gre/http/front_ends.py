@@ -9,7 +9,8 @@ Why this shape: HTTP parsing is most of the front end's CPU per request, and it 
 the batcher must not (requests from every front end must meet in one batch per replica, or
 batches shrink by the number of workers). So the workers parse (and read each classify
 request's head and check its whole body's image: bridge ``CLASSIFY``, ``FETCH`` and
-``WHOLE``, the bodies in a shared-memory ring, :mod:`gre.http.body_ring`), and the
+``WHOLE``, the bodies in a shared-memory ring, :mod:`gre.http.body_ring`; and make each
+200's bytes from its prediction, :mod:`gre.http.bridge_answers`), and the
 scheduler, the replicas, the metrics, ``/readyz``, admission, drain, reloads and systemd's
 notifications stay in one process, unchanged. A worker that dies (even SIGKILL) loses only
 its own connections: its requests still in the primary are dropped as if their clients had
@@ -29,14 +30,17 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message
 
+from gre.batching.scheduler import Completed
 from gre.config import ServerConfig
 from gre.http import bridge
 from gre.http.body_ring import RingReader
 from gre.http.bridge import port_socket
+from gre.http.bridge_answers import LabelsSent, crosses_as_prediction
 from gre.http.classify_exchange import Checked, Sent, checked_from, sent_from, sent_of
 from gre.http.direct_classify import DirectClassify, takes
 from gre.http.protocol import LOST_CONNECTION, LostConnection
 from gre.http.worker import WorkerSpec
+from gre.messages import Prediction
 from gre.metrics import Metrics
 from gre.replicas import wire
 from gre.service import Service
@@ -118,7 +122,8 @@ class BridgedRequest:
 
 class WorkerProcess:
     """One worker slot: its process (a new one after each death), its bridge, the requests
-    it handed over that are not answered yet, and the body bytes it last said it holds."""
+    it handed over that are not answered yet, the body bytes it last said it holds, and the
+    models' labels its process was sent."""
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -129,6 +134,7 @@ class WorkerProcess:
         self.requests: dict[int, BridgedRequest] = {}
         self.held = 0
         self.handed: Any = None  # its gre_http_worker_requests_total child, once started
+        self.labels = LabelsSent()  # the labels its process has for classify answers
 
     def write(self, message: tuple[Any, ...]) -> None:
         """Send one bridge message to the worker (dropped while it has no live process)."""
@@ -271,6 +277,7 @@ class FrontEnds:
             ring.sent()
         worker.process = process
         worker.ring, worker.acked = ring, 0
+        worker.labels = LabelsSent()
         worker.handed = self.metrics.worker_requests.labels(str(worker.index))
         reader, writer = await asyncio.open_connection(sock=ours)
         worker.frames = wire.FrameWriter(writer)
@@ -419,16 +426,7 @@ class FrontEnds:
         started: float | None = None,
     ) -> DirectClassify:
         """A :class:`DirectClassify` answering ``request`` across its worker's bridge."""
-
-        def answer(status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
-            request.worker.write((bridge.RESPONSE, request.rid, status, headers, content))
-
-        def done() -> None:
-            request.done = True
-            request.classify = None
-            request.worker.requests.pop(request.rid, None)
-
-        return DirectClassify(service, sent, request.watch, answer, done, checked, started)
+        return BridgedClassify(service, request, sent, checked, started)
 
     async def _serve(self, request: BridgedRequest, scope: dict[str, Any]) -> None:
         scope["extensions"] = {LOST_CONNECTION: request.watch}
@@ -444,3 +442,44 @@ class FrontEnds:
         finally:
             request.done = True
             request.worker.requests.pop(request.rid, None)
+
+
+class BridgedClassify(DirectClassify):
+    """A :class:`DirectClassify` answering a bridged request: its 200 crosses as the
+    prediction, and its worker makes the answer's bytes (:mod:`gre.http.bridge_answers`);
+    every other answer crosses whole (``RESPONSE``)."""
+
+    __slots__ = ("request",)
+
+    def __init__(
+        self,
+        service: Service,
+        request: BridgedRequest,
+        sent: Sent,
+        checked: Checked | None,
+        started: float | None,
+    ) -> None:
+        def answer(status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
+            request.worker.write((bridge.RESPONSE, request.rid, status, headers, content))
+
+        def done() -> None:
+            request.done = True
+            request.classify = None
+            request.worker.requests.pop(request.rid, None)
+
+        super().__init__(service, sent, request.watch, answer, done, checked, started)
+        self.request = request
+
+    def _succeed(self, completed: Completed) -> None:
+        self.exchange.account(completed)
+        assert isinstance(completed.outcome, Prediction)
+        if not crosses_as_prediction(completed.outcome):
+            self._answer(200, *self.exchange.encoded(completed))  # raises: answered 500
+            return
+        self._end()
+        worker = self.request.worker
+        encoder = self.service.answer_encoder(completed)
+        worker.labels.answer(
+            worker.write, self.request.rid, encoder, completed, self.exchange.request_id
+        )
+        self.exchange.finish(200)

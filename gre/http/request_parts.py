@@ -126,9 +126,14 @@ def account_completed(service: Service, record: dict[str, Any], completed: Compl
 
 def server_timing(completed: Completed) -> str:
     """The ``Server-Timing`` header: queue, preprocess and inference durations in ms."""
+    return timing_header(completed.queue_ms, completed.preprocess_ms, completed.inference_ms)
+
+
+def timing_header(queue_ms: float, preprocess_ms: float, inference_ms: float) -> str:
+    """:func:`server_timing` of the three durations, ms."""
     return (
-        f"queue;dur={completed.queue_ms:.3f}, preprocess;dur={completed.preprocess_ms:.3f}, "
-        f"inference;dur={completed.inference_ms:.3f}"
+        f"queue;dur={queue_ms:.3f}, preprocess;dur={preprocess_ms:.3f}, "
+        f"inference;dur={inference_ms:.3f}"
     )
 
 

@@ -32,6 +32,7 @@ from starlette.types import Message, Receive, Scope, Send
 from gre.heap import freeze_startup_objects
 from gre.http import bridge
 from gre.http.body_ring import RingWriter
+from gre.http.bridge_answers import AnswerBook
 from gre.http.budget import BodyBudget
 from gre.http.classify_exchange import Checked, checked_image, sent_of
 from gre.http.direct_classify import takes
@@ -114,6 +115,7 @@ class BridgeApp:
         self.ring = ring
         self.frames = wire.FrameWriter(writer)
         self.requests: dict[int, _Mailbox] = {}
+        self.answers = AnswerBook()
         self._ids = itertools.count()
 
     def write(self, message: tuple[Any, ...]) -> None:
@@ -288,6 +290,11 @@ def _deliver_all(messages: list[Any], app: BridgeApp) -> bool:
         if kind == bridge.TAKEN:
             if app.ring is not None:
                 app.ring.taken(message[1])
+        elif kind == bridge.LABELS:
+            app.answers.learn(message)
+        elif kind == bridge.ANSWER:
+            if message[1] in app.requests:  # else its client left: no bytes to make
+                app.deliver(app.answers.response(message))
         else:
             app.deliver(message)
     return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,17 @@ class AnswerEncoder:
             ValueError: a confidence is NaN or infinite (not JSON), as ``json.dumps`` with
                 ``allow_nan=False``.
         """
+        return self.encode_top(prediction.indices, prediction.confidences)
+
+    def encode_top(self, indices: Sequence[int], confidences: Sequence[float]) -> bytes:
+        """:meth:`encode` of a prediction given as its class ``indices`` and their
+        ``confidences``, most probable first.
+
+        Raises:
+            ValueError: as :meth:`encode`.
+        """
         tails, parts = self._tails, []
-        for index, confidence in zip(prediction.indices, prediction.confidences, strict=True):
+        for index, confidence in zip(indices, confidences, strict=True):
             value = float(confidence)
             if not math.isfinite(value):
                 raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")

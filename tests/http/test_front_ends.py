@@ -6,6 +6,7 @@ replica); tests/http/test_workers.py runs the real thing."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import threading
 import time
@@ -19,8 +20,10 @@ from starlette.types import Receive, Scope, Send
 from gre.config import load_config
 from gre.http import bridge
 from gre.http.body_ring import INLINE_BELOW, RingReader, RingWriter
+from gre.http.bridge_answers import AnswerBook
 from gre.http.classify_exchange import Sent, checked_image
 from gre.http.front_ends import BridgedRequest, FrontEnds, WorkerProcess
+from gre.messages import ItemError, Prediction
 from gre.replicas import wire
 from gre.service import Service
 from tests.fakes import FakeReplica
@@ -36,6 +39,18 @@ class RecordingWorker(WorkerProcess):
 
     def write(self, message: tuple[Any, ...]) -> None:
         self.sent.append(message)
+
+    @property
+    def delivered(self) -> list[tuple[Any, ...]]:
+        """What the worker's requests get of :attr:`sent`: each ``ANSWER`` as the
+        ``RESPONSE`` the worker makes of it, with the ``LABELS`` sent before it."""
+        book, out = AnswerBook(), []
+        for message in self.sent:
+            if message[0] == bridge.LABELS:
+                book.learn(message)
+            else:
+                out.append(book.response(message) if message[0] == bridge.ANSWER else message)
+        return out
 
 
 def bridged(body: bytes, more: bool) -> tuple[RecordingWorker, BridgedRequest]:
@@ -125,7 +140,7 @@ async def test_a_whole_classify_request_is_answered_by_callback_in_one_message(
     FrontEnds._classify(service, request, SENT, TINY)
     while not worker.sent:
         await asyncio.sleep(0)
-    ((kind, rid, status, headers, body),) = worker.sent
+    ((kind, rid, status, headers, body),) = worker.delivered
     assert (kind, rid, status) == (bridge.RESPONSE, 7, 200)
     assert body == b'[{"confidence":0.75,"label":"sfw"}]'
     assert (b"x-request-id", b"bridged") in headers
@@ -156,7 +171,7 @@ async def answered(worker: RecordingWorker) -> tuple[Any, ...]:
     """The one message the primary wrote to ``worker``, once it has."""
     while not worker.sent:
         await asyncio.sleep(0)
-    (message,) = worker.sent
+    (message,) = worker.delivered
     return message
 
 
@@ -265,12 +280,14 @@ async def test_bodies_in_the_ring_are_taken_as_read_and_the_worker_told_once_per
         )
     await ends._read(worker, OneRead(messages), asyncio.Event())
     assert worker.sent == [(bridge.TAKEN, 2 * len(PHOTO))]  # before any answer
-    while len(worker.sent) < 3:
+    while len(worker.sent) < 4:  # and the labels, once
         await asyncio.sleep(0)
-    assert [m[:3] for m in worker.sent[1:]] == [
+    assert [m[:3] for m in worker.delivered[1:]] == [
         (bridge.RESPONSE, 1, 200),
         (bridge.RESPONSE, 2, 200),
     ]
+    # Both answers as their predictions, the model's labels sent before the first only.
+    assert [m[0] for m in worker.sent[1:]] == [bridge.LABELS, bridge.ANSWER, bridge.ANSWER]
     assert FakeReplica.made[-1].batches == [[PHOTO, PHOTO]]
 
 
@@ -290,9 +307,9 @@ async def test_a_classify_head_is_admitted_then_its_whole_body_fetched(service: 
     assert worker.sent == [(bridge.FETCH, 8)]  # admitted: the upload may begin
     checked = checked_image(TINY, service.config.server.max_pixels)
     ends._handle(worker, (bridge.WHOLE, 8, tuple(checked), TINY), listening)
-    while len(worker.sent) < 2:
+    while len(worker.sent) < 3:
         await asyncio.sleep(0)
-    kind, rid, status, _, body = worker.sent[1]
+    kind, rid, status, _, body = worker.delivered[1]
     assert (kind, rid, status) == (bridge.RESPONSE, 8, 200)
     assert body == b'[{"confidence":0.75,"label":"sfw"}]'
     assert worker.requests == {}
@@ -323,3 +340,29 @@ async def test_a_fetched_body_whose_client_left_is_still_taken_from_the_ring(
     assert worker.ring.position == len(PHOTO)  # the ring moves on past it
     assert worker.sent == [(bridge.FETCH, 10)]  # and nothing is answered
     assert FakeReplica.made[-1].batches == []
+
+
+async def test_an_answer_with_no_json_for_it_is_the_primarys_500(service: Service) -> None:
+    """A confidence that is NaN crosses as no prediction: the primary's encoding fails and it
+    answers 500 ``internal`` itself, as in one process."""
+    FakeReplica.made[-1].answer = lambda image, k: Prediction((0,), (math.nan,))
+    ends, worker = front_ends(service)
+    checked = checked_image(TINY, service.config.server.max_pixels)
+    message = (bridge.CLASSIFY, 11, tuple(SENT), tuple(checked), time.perf_counter(), TINY)
+    ends._handle(worker, message, asyncio.Event())
+    kind, rid, status, _, body = await answered(worker)
+    assert (kind, rid, status) == (bridge.RESPONSE, 11, 500)
+    assert b'"error":"internal"' in body
+    assert [m[0] for m in worker.sent] == [bridge.RESPONSE]
+
+
+async def test_a_replicas_refusal_of_the_image_crosses_whole(service: Service) -> None:
+    FakeReplica.made[-1].answer = lambda image, k: ItemError("bad_image", "cannot decode it")
+    ends, worker = front_ends(service)
+    checked = checked_image(TINY, service.config.server.max_pixels)
+    message = (bridge.CLASSIFY, 12, tuple(SENT), tuple(checked), time.perf_counter(), TINY)
+    ends._handle(worker, message, asyncio.Event())
+    kind, rid, status, _, body = await answered(worker)
+    assert (kind, rid, status) == (bridge.RESPONSE, 12, 400)
+    assert b"cannot decode it" in body
+    assert worker.requests == {}

@@ -103,11 +103,15 @@ def wait_for_generation(server: Server, generation: int) -> dict[str, Any]:
     pytest.fail(f"generation {generation} never served:\n{server.output()}")
 
 
-async def test_sighup_reloads_a_new_model_under_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sighup_reloads_a_new_model_under_load(tmp_path: Path, workers: int) -> None:
+    """With ``workers = 2`` the answers' labels cross to the HTTP workers, once per model
+    (gre.http.bridge_answers): each worker answers each model's with that model's."""
     config = tmp_path / "gre.toml"
     config.write_text(open_nsfw())
     synsets = set(shared("data/ilsvrc12/synset_words.txt").read_text().splitlines())
-    with running_server(tmp_path, "--config", str(config)) as server:
+    settings = ("--config", str(config), "--set", f"workers={workers}")
+    with running_server(tmp_path, *settings) as server:
         before = describe(server)
         answered: list[int] = []
         flood = asyncio.ensure_future(load(server, LOAD, answered))
