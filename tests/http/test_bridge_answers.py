@@ -118,12 +118,15 @@ def test_a_worker_keeps_the_newest_labels_and_is_sent_older_ones_again() -> None
     assert link.kinds()[-2:] == [bridge.LABELS, bridge.ANSWER]
 
 
-def test_a_class_past_the_labels_answers_its_number_as_in_the_primary() -> None:
+@pytest.mark.parametrize("labels", [["a"], None])
+def test_a_class_without_a_label_answers_its_number_as_in_the_primary(
+    labels: list[str] | None,
+) -> None:
     link = Bridge()
-    beyond = Prediction((5,), (0.5,))
-    assert link.answer(1, AnswerEncoder(["a"]), completed(beyond))[4] == (
-        AnswerEncoder(["a"]).encode(beyond)
-    )
+    beyond = Prediction((5, 0), (0.5, 0.25))
+    body = link.answer(1, AnswerEncoder(labels), completed(beyond))[4]
+    assert body == AnswerEncoder(labels).encode(beyond)
+    assert body.startswith(b'[{"confidence":0.5,"label":"5"}')
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
