@@ -1,7 +1,8 @@
 """An HTTP worker process (``server.workers > 1``): listens on the service's port beside the
 other workers (``SO_REUSEPORT``), parses HTTP with uvicorn and gre's connection protocol, and
 hands every request to the primary over a socketpair (:mod:`gre.http.bridge`), which runs
-gre's application for it.
+gre's application for it; a classify request's 200 comes back as its prediction, and the
+worker makes the answer's bytes (:mod:`gre.http.bridge_answers`).
 
 ``python -c "from gre.http.worker import main; main()" BRIDGE_FD [RING_FD]`` (started by
 :class:`gre.http.front_ends.FrontEnds`); the first message on the bridge is its
