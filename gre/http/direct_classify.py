@@ -217,10 +217,10 @@ class DirectClassify:
             self._unexpected()
 
     def _succeed(self, completed: Completed) -> None:
-        """Answer the scheduler's answer: 200, or the replica's refusal of the image.
+        """Send the 200 for the scheduler's answer.
 
         Raises:
-            ApiError: the replica refused the image (before anything was sent).
+            ApiError: the replica refused the image (nothing was sent).
         """
         headers, content = self.exchange.success(completed)
         self._answer(200, headers, content)

@@ -424,7 +424,7 @@ class FrontEnds:
         sent: Sent,
         checked: Checked | None = None,
         started: float | None = None,
-    ) -> DirectClassify:
+    ) -> BridgedClassify:
         """A :class:`DirectClassify` answering ``request`` across its worker's bridge."""
         return BridgedClassify(service, request, sent, checked, started)
 

@@ -342,15 +342,21 @@ async def test_a_fetched_body_whose_client_left_is_still_taken_from_the_ring(
     assert FakeReplica.made[-1].batches == []
 
 
+async def classified_tiny(service: Service, rid: int) -> tuple[RecordingWorker, tuple[Any, ...]]:
+    """The tiny JPEG as a worker's CLASSIFY ``rid``, through the primary: the worker
+    stand-in, and the answer the worker makes of what it was sent."""
+    ends, worker = front_ends(service)
+    checked = checked_image(TINY, service.config.server.max_pixels)
+    message = (bridge.CLASSIFY, rid, tuple(SENT), tuple(checked), time.perf_counter(), TINY)
+    ends._handle(worker, message, asyncio.Event())
+    return worker, await answered(worker)
+
+
 async def test_an_answer_with_no_json_for_it_is_the_primarys_500(service: Service) -> None:
     """A confidence that is NaN crosses as no prediction: the primary's encoding fails and it
     answers 500 ``internal`` itself, as in one process."""
     FakeReplica.made[-1].answer = lambda image, k: Prediction((0,), (math.nan,))
-    ends, worker = front_ends(service)
-    checked = checked_image(TINY, service.config.server.max_pixels)
-    message = (bridge.CLASSIFY, 11, tuple(SENT), tuple(checked), time.perf_counter(), TINY)
-    ends._handle(worker, message, asyncio.Event())
-    kind, rid, status, _, body = await answered(worker)
+    worker, (kind, rid, status, _, body) = await classified_tiny(service, 11)
     assert (kind, rid, status) == (bridge.RESPONSE, 11, 500)
     assert b'"error":"internal"' in body
     assert [m[0] for m in worker.sent] == [bridge.RESPONSE]
@@ -358,11 +364,8 @@ async def test_an_answer_with_no_json_for_it_is_the_primarys_500(service: Servic
 
 async def test_a_replicas_refusal_of_the_image_crosses_whole(service: Service) -> None:
     FakeReplica.made[-1].answer = lambda image, k: ItemError("bad_image", "cannot decode it")
-    ends, worker = front_ends(service)
-    checked = checked_image(TINY, service.config.server.max_pixels)
-    message = (bridge.CLASSIFY, 12, tuple(SENT), tuple(checked), time.perf_counter(), TINY)
-    ends._handle(worker, message, asyncio.Event())
-    kind, rid, status, _, body = await answered(worker)
+    worker, (kind, rid, status, _, body) = await classified_tiny(service, 12)
     assert (kind, rid, status) == (bridge.RESPONSE, 12, 400)
     assert b"cannot decode it" in body
+    assert [m[0] for m in worker.sent] == [bridge.RESPONSE]
     assert worker.requests == {}
