@@ -26,8 +26,11 @@ flagged in the table, never dropped. CPU per request (µs) is the CPU time (user
 process tree (the server and every descendant: gre's replicas) over the window, divided by
 the requests completed; wrk's own CPU is not counted, but it shares the cores. The
 ``replicas`` column is the part of it gre's replica processes spent (decode, squash and crop,
-the engine): the rest is the front end's. The ``cat`` row's ratio is to the same trivial
-row (16x16 body): it includes reading 140 kB and decoding.
+the engine): the rest is the front end's. The ``main`` column is the server process's own
+part: with ``workers`` > 1 the main process, which every request passes through (admission,
+the queue, the replicas' link), so a core's worth of it bounds the throughput whatever the
+number of workers: the table prints that bound for each such row. The ``cat`` row's ratio
+is to the same trivial row (16x16 body): it includes reading 140 kB and decoding.
 The mean batch size is the delta of gre's ``gre_batch_size`` histogram (``_sum / _count``
 from ``/metrics``) over the window; gre's answers by status (``gre_requests_total``) say
 which non-2xx a window had.
@@ -171,12 +174,13 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int) -> WrkResult
 class ProcStat:
     """What one ``/proc/PID/stat`` says: the parent's pid, the start time (clock ticks after
     boot, which tells a reused pid apart) and CPU ticks: user + system, its own and that of
-    its children it has reaped."""
+    its children it has reaped (``ticks``), and its own only (``own``)."""
 
     pid: int
     ppid: int
     start: int
     ticks: int
+    own: int = 0
 
 
 def read_stat(pid: int) -> ProcStat | None:
@@ -189,7 +193,8 @@ def read_stat(pid: int) -> ProcStat | None:
     fields = text[text.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state): ppid is field 4, utime..cstime 14..17, starttime 22.
     utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
-    return ProcStat(pid, int(fields[1]), int(fields[19]), utime + stime + cutime + cstime)
+    ticks = utime + stime + cutime + cstime
+    return ProcStat(pid, int(fields[1]), int(fields[19]), ticks, utime + stime)
 
 
 def process_tree(root: int) -> dict[tuple[int, int], int]:
@@ -327,6 +332,10 @@ class Row:
     #: Of ``cpu_us_per_request``, what gre's replica processes spent (decode, preprocess,
     #: the engine); the rest is the front end's (HTTP, batching, the trips to the replicas).
     replica_us_per_request: float | None = None
+    #: Of ``cpu_us_per_request``, what the server process itself spent: the front end with
+    #: one HTTP worker; with more, the main process every request passes through, so one
+    #: core's worth of it bounds the throughput however many workers parse.
+    main_us_per_request: float | None = None
     mean_batch: float | None = None
     statuses: dict[str, int] | None = None
     ratio_to_trivial: float | None = None
@@ -342,10 +351,15 @@ def measure(
     run_wrk(url, script, warmup, connections)
     # Metrics outside the CPU samples: scraping costs the server CPU too.
     scraped = fetch_body(metrics_url).decode() if metrics_url else None
-    before = process_tree(pid)
+    before, root_before = process_tree(pid), read_stat(pid)
     replicas_before = replica_keys(before)
     result = run_wrk(url, script, seconds, connections)
-    after = process_tree(pid)
+    after, root_after = process_tree(pid), read_stat(pid)
+    main_s = (
+        (root_after.own - root_before.own) / CLK_TCK
+        if root_before and root_after and root_before.start == root_after.start
+        else None
+    )
     cpu = tree_cpu(before, after)
     replicas = replica_keys(after) & replicas_before  # the same replicas all the window
     replica_s = sum(after[k] - before[k] for k in replicas) / CLK_TCK if replicas else None
@@ -359,6 +373,9 @@ def measure(
         cores=cpu.seconds / result.duration_s, processes=cpu.both,
         replica_us_per_request=(
             replica_s / max(result.requests, 1) * 1e6 if replica_s is not None else None
+        ),
+        main_us_per_request=(
+            main_s / max(result.requests, 1) * 1e6 if main_s is not None else None
         ),
         mean_batch=window.mean_batch if window else None,
         statuses=window.statuses if window else None,
@@ -496,12 +513,13 @@ def table(rows: Sequence[Row], decode: DecodeLimit | None) -> str:
     (marked when a window they rest on had errors)."""
     lines = [
         f"{'row':<30} {'requests':>8} {'req/s':>8} {'CPU µs/req':>10} {'replicas':>8} "
-        f"{'x trivial':>9} {'mean batch':>10} {'cores':>5} {'procs':>5}  notes"
+        f"{'main':>7} {'x trivial':>9} {'mean batch':>10} {'cores':>5} {'procs':>5}  notes"
     ]
     for row in rows:
         lines.append(
             f"{row.label:<30} {row.requests:>8} {row.rps:>8.1f} {row.cpu_us_per_request:>10.1f} "
             f"{_fmt(row.replica_us_per_request, '.1f'):>8} "
+            f"{_fmt(row.main_us_per_request, '.1f'):>7} "
             f"{_fmt(row.ratio_to_trivial, '.2f'):>9} {_fmt(row.mean_batch, '.2f'):>10} "
             f"{row.cores:>5.2f} {row.processes:>5}  {_notes(row)}"
         )
@@ -514,7 +532,8 @@ def table(rows: Sequence[Row], decode: DecodeLimit | None) -> str:
             )
         lines.append(
             f"{label:<30} {'':>8} {decode.images_per_s:>8.1f} {decode.cpu_us_per_image:>10.1f} "
-            f"{'-':>8} {'-':>9} {'-':>10} {decode.cores:>5.2f} {decode.processes:>5}  {note}"
+            f"{'-':>8} {'-':>7} {'-':>9} {'-':>10} {decode.cores:>5.2f} {decode.processes:>5}  "
+            f"{note}"
         )
     by_name = {row.name: row for row in rows}
     trivial = by_name.get("trivial")
@@ -539,6 +558,11 @@ def table(rows: Sequence[Row], decode: DecodeLimit | None) -> str:
         one = by_name.get(kind) if workers else None
         if one is not None and one.rps > 0:
             lines.append(f"{who} req/s / w1's ({kind}): {row.rps / one.rps:.2f}")
+        if workers and row.main_us_per_request:
+            lines.append(
+                f"{who} main process ({kind}): {row.main_us_per_request:.1f} µs/req, "
+                f"one core's worth: {1e6 / row.main_us_per_request:.0f} req/s at most"
+            )
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from benchmarks.overhead import (
+    CLK_TCK,
     DecodeLimit,
     Row,
     WrkResult,
@@ -28,6 +29,7 @@ from benchmarks.overhead import (
     parse_workers,
     parse_wrk,
     process_tree,
+    read_stat,
     row_name,
     table,
     tiny_jpeg,
@@ -116,13 +118,17 @@ def test_process_tree_cpu_counts_descendants() -> None:
         while len(process_tree(child.pid)) < 2:  # until the grandchild has started
             assert time.monotonic() < deadline, "the burning grandchild never started"
             time.sleep(0.05)
-        before = process_tree(child.pid)
+        before, idle_before = process_tree(child.pid), read_stat(child.pid)
         time.sleep(0.5)
-        after = process_tree(child.pid)
+        after, idle_after = process_tree(child.pid), read_stat(child.pid)
         cpu = tree_cpu(before, after)
         assert 0.2 < cpu.seconds < 1.5  # one busy core for 0.5 s, with ticks of 10 ms
         assert (cpu.before, cpu.after, cpu.both) == (2, 2, 2)
         assert sum(after.values()) > sum(before.values())
+        # The idle child's own ticks: the grandchild's are not its own.
+        assert idle_before is not None
+        assert idle_after is not None
+        assert idle_after.own - idle_before.own <= 0.1 * (cpu.seconds * CLK_TCK)
     finally:
         child.kill()  # the grandchild ends by itself within 5 s
         child.wait()
@@ -187,6 +193,13 @@ def test_a_short_run_against_the_trivial_endpoint_and_gre(
     # The replica's share: some, not all (the front end parses HTTP and batches).
     assert 0 < rows["tiny"]["replica_us_per_request"] < rows["tiny"]["cpu_us_per_request"]
     assert rows["trivial"]["replica_us_per_request"] is None
+    # The server process's own share: all of the trivial one's, part of gre's.
+    assert rows["trivial"]["main_us_per_request"] == pytest.approx(
+        rows["trivial"]["cpu_us_per_request"], rel=0.05
+    )
+    for name in ("tiny", "tiny-w2"):
+        assert 0 < rows[name]["main_us_per_request"] < rows[name]["cpu_us_per_request"]
+    assert "gre w2 main process (tiny): " in printed
     # gre's count over the window also holds answers to requests wrk gave up at its end.
     assert set(rows["tiny"]["statuses"]) == {"200"}
     assert figures["cpu_ratio_tiny_to_trivial"] == rows["tiny"]["ratio_to_trivial"] > 0
