@@ -40,6 +40,7 @@ from gre.http.classify_exchange import Checked, Sent, checked_from, sent_from, s
 from gre.http.direct_classify import DirectClassify, takes
 from gre.http.protocol import LOST_CONNECTION, LostConnection
 from gre.http.worker import WorkerSpec
+from gre.malloc_thresholds import keep_freed_memory
 from gre.messages import Prediction
 from gre.metrics import Metrics
 from gre.replicas import wire
@@ -186,6 +187,7 @@ class FrontEnds:
         Raises:
             OSError: the address cannot be bound, or the workers did not listen in time.
         """
+        keep_freed_memory()  # the bodies taken out of the rings, a batch at a time
         self._reserved = port_socket(self.server.host, self.server.port)
         self.port = self._reserved.getsockname()[1]
         self.metrics.inflight_body_bytes.set_function(lambda: self.held_bytes)
