@@ -407,28 +407,17 @@ class FrontEnds:
         """Answer a bridged classify request whose body is whole, by callback; ``checked``
         and ``started``: the worker's image check and when it had the head, when it sent
         them (``CLASSIFY``)."""
-        classify = FrontEnds._direct(service, request, sent, checked, started)
+        classify = BridgedClassify(service, request, sent, checked, started)
         classify.begin(body, more=False)
 
     @staticmethod
     def _fetch(service: Service, request: BridgedRequest, sent: Sent) -> None:
         """Admit a bridged classify request whose body is to come (or refuse it before the
         upload), then ask its worker for the whole body, checked (``FETCH``)."""
-        classify = request.classify = FrontEnds._direct(service, request, sent)
+        classify = request.classify = BridgedClassify(service, request, sent, None, None)
         classify.begin(b"", more=True)
         if classify.receiving:
             request.worker.write((bridge.FETCH, request.rid))
-
-    @staticmethod
-    def _direct(
-        service: Service,
-        request: BridgedRequest,
-        sent: Sent,
-        checked: Checked | None = None,
-        started: float | None = None,
-    ) -> BridgedClassify:
-        """A :class:`DirectClassify` answering ``request`` across its worker's bridge."""
-        return BridgedClassify(service, request, sent, checked, started)
 
     async def _serve(self, request: BridgedRequest, scope: dict[str, Any]) -> None:
         scope["extensions"] = {LOST_CONNECTION: request.watch}
