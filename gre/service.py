@@ -451,8 +451,7 @@ class Service:
     def answer(self, completed: Completed) -> list[dict[str, Any]]:
         """GRE's response shape for a completed request (see :func:`gre.model.labels.answer`)."""
         assert isinstance(completed.outcome, Prediction)
-        # The labels of the model that ran it: during a reload both models answer.
-        return answer(completed.outcome, self._encoders[completed.replica].labels)
+        return answer(completed.outcome, self.answer_encoder(completed).labels)
 
     def answer_json(self, completed: Completed) -> bytes:
         """:meth:`answer`, encoded as its JSON response body (UTF-8 bytes).
