@@ -10,7 +10,8 @@ worker -> primary
     ``(CLASSIFY, id, sent, checked, started, body)``: a ``POST /api/classify`` whose body
     came whole with its head, already read by the worker: what the exchange reads of the
     head (:class:`gre.http.classify_exchange.Sent`), the image check's outcome
-    (:func:`gre.http.classify_exchange.checked_image`) and when the head was in
+    (:func:`gre.http.classify_exchange.checked_image`), both as plain tuples (made whole
+    again by ``sent_from`` and ``checked_from``), and when the head was in
     (``time.perf_counter``, s), so the primary only admits, queues and answers it; the body
     as bytes, or as its ``(position, length)`` in the worker's body ring
     (:mod:`gre.http.body_ring`);
