@@ -106,6 +106,10 @@ class BatchingConfig(_Section):
     """``[batching]``: the dynamic batcher."""
 
     max_batch_size: int = Field(default=32, ge=1, le=4096)
+    #: A batch's encoded images total at most this many bytes (an image larger than this goes
+    #: alone); each replica's shared image arena (gre/replicas/arena.py) is this size, so a
+    #: batch never crosses to its replica pickled, which held about 1.5x more front-end memory.
+    max_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     #: How long an idle replica may wait for a fuller batch (0 = never wait), ms.
     max_queue_delay_ms: float = Field(default=0.0, ge=0, le=60_000)
     #: Requests waiting beyond this many are refused with 503.

@@ -66,6 +66,9 @@ class ReplicaSpec:
     preprocess: Mapping[str, Any]
     #: The largest batch the scheduler will send (``batching.max_batch_size``).
     max_batch_size: int = 1
+    #: The most bytes of encoded images one batch carries (``batching.max_batch_bytes``): the
+    #: size of the replica's image arena.
+    max_batch_bytes: int = 32 * 2**20
     #: Which model load this replica belongs to: 1 at start-up, +1 per reload.
     generation: int = 1
     #: ``model.precision``: ``"fp32"``, or ``"fp16"`` / ``"bf16"`` (the torch engine only).

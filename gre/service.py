@@ -252,6 +252,7 @@ class Service:
             input_shape=model.net.input_shape,
             preprocess=config.preprocess.model_dump(),
             max_batch_size=config.batching.max_batch_size,
+            max_batch_bytes=config.batching.max_batch_bytes,
             generation=number,
             precision=config.model.precision,
         )
@@ -506,7 +507,8 @@ class Service:
             f"{'x'.join(map(str, self.model.net.input_shape))}) with the "
             f"{self.model.engine} engine; {len(self.plans)} replica(s) on "
             f"{', '.join(str(p.device) for p in self.plans)}; "
-            f"max_batch_size {b.max_batch_size}, max_queue_delay_ms {b.max_queue_delay_ms}, "
+            f"max_batch_size {b.max_batch_size}, max_batch_bytes {b.max_batch_bytes}, "
+            f"max_queue_delay_ms {b.max_queue_delay_ms}, "
             f"max_queue_size {b.max_queue_size}, timeout_ms {b.timeout_ms}"
         )
 

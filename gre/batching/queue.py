@@ -1,8 +1,9 @@
 """The request queue that replicas take batches from.
 
-Work-conserving: an idle replica takes up to ``max_batch_size`` waiting requests at once. With
-``max_queue_delay_s > 0`` it may wait, counted from the oldest waiting request's arrival, for a
-fuller batch. Requests past their deadline are never handed out.
+Work-conserving: an idle replica takes up to ``max_batch_size`` waiting requests at once, as
+long as their images total at most ``max_batch_bytes`` (the first is taken whatever its size).
+With ``max_queue_delay_s > 0`` it may wait, counted from the oldest waiting request's arrival,
+for a fuller batch. Requests past their deadline are never handed out.
 """
 
 from __future__ import annotations
@@ -118,11 +119,16 @@ class BatchQueue:
                 item.future.set_exception(exc)
         self._items.clear()
 
-    async def take(self, max_batch_size: int, max_queue_delay_s: float) -> list[Pending]:
-        """Wait for requests, then return up to ``max_batch_size`` of them, oldest first.
+    async def take(
+        self, max_batch_size: int, max_queue_delay_s: float, max_batch_bytes: int | None = None
+    ) -> list[Pending]:
+        """Wait for requests, then return up to ``max_batch_size`` of them, oldest first,
+        whose images total at most ``max_batch_bytes`` bytes (``None``: no bound); the oldest
+        is returned alone when it is larger.
 
-        With fewer than ``max_batch_size`` waiting, waits until the oldest has waited
-        ``max_queue_delay_s`` or the batch fills, whichever is first.
+        While the batch is not full (fewer than ``max_batch_size`` waiting, and their images
+        within ``max_batch_bytes``), waits until the oldest has waited ``max_queue_delay_s``
+        or the batch fills, whichever is first.
         """
         loop = asyncio.get_running_loop()
         while True:
@@ -131,15 +137,30 @@ class BatchQueue:
                 self._arrival.clear()
                 await self._arrival.wait()
                 continue
-            if len(self._items) < max_batch_size and max_queue_delay_s > 0:
-                oldest = next(iter(self._items.values()))
+            batch = self._head(max_batch_size, max_batch_bytes)
+            full = len(batch) == max_batch_size or len(batch) < len(self._items)
+            if not full and max_queue_delay_s > 0:
+                oldest = batch[0]
                 remaining = oldest.enqueued + max_queue_delay_s - loop.time()
                 if remaining > 0:
                     self._arrival.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._arrival.wait(), remaining)
                     continue
-            batch = list(itertools.islice(self._items.values(), max_batch_size))
             for item in batch:
                 del self._items[item.id]
             return batch
+
+    def _head(self, max_batch_size: int, max_batch_bytes: int | None) -> list[Pending]:
+        """The oldest requests that make one batch: at most ``max_batch_size``, their images
+        within ``max_batch_bytes`` (the first whatever its size)."""
+        if max_batch_bytes is None:
+            return list(itertools.islice(self._items.values(), max_batch_size))
+        batch: list[Pending] = []
+        total = 0
+        for item in self._items.values():
+            total += len(item.image)
+            if len(batch) == max_batch_size or (batch and total > max_batch_bytes):
+                break
+            batch.append(item)
+        return batch

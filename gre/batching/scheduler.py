@@ -234,7 +234,9 @@ class Scheduler:
         self._live.add(worker.name)
         try:
             while True:
-                batch = await self.queue.take(self.batching.max_batch_size, delay_s)
+                batch = await self.queue.take(
+                    self.batching.max_batch_size, delay_s, self.batching.max_batch_bytes
+                )
                 batch = [item for item in batch if not item.future.done()]
                 if not batch:
                     continue

@@ -6,12 +6,13 @@ from the scheduler to the decoders (pickle, framing, the socket's write and read
 unpickle): 8 % of the service's CPU with cat.jpg under load (py-spy). Through the arena it is
 copied twice: into it by the front end, out of it by the replica.
 
-The front end creates a memfd (Linux's anonymous shared memory) of :data:`ARENA_BYTES`, maps it
-and passes its descriptor to the replica at spawn. A replica has one batch at a time
-(:meth:`gre.replicas.replica.Replica.run` awaits the answer before it sends the next), so each
-batch is written from offset 0 over the last. A batch larger than the arena goes inline, as
-before. There is no name in /dev/shm to clean up: the memory goes when both processes have
-closed it, a killed replica included.
+The front end creates a memfd (Linux's anonymous shared memory) of ``batching.max_batch_bytes``
+(:data:`ARENA_BYTES` by default), maps it and passes its descriptor to the replica at spawn. A
+replica has one batch at a time (:meth:`gre.replicas.replica.Replica.run` awaits the answer
+before it sends the next), so each batch is written from offset 0 over the last. A batch larger
+than the arena goes inline, as before; the scheduler makes none (its batches stop at
+``max_batch_bytes``) but of one image that alone is larger. There is no name in /dev/shm to
+clean up: the memory goes when both processes have closed it, a killed replica included.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class Replica:
         """
         ours, theirs = socket.socketpair()
         self._close_arena()
-        self._arena = ImageArena()
+        self._arena = ImageArena(self.spec.max_batch_bytes)
         try:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,

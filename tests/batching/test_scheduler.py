@@ -66,6 +66,31 @@ async def test_full_batch_does_not_wait_for_the_delay() -> None:
     await stop_dispatch(scheduler)
 
 
+async def test_batches_stop_at_max_batch_bytes_and_a_larger_image_goes_alone() -> None:
+    scheduler = Scheduler(BatchingConfig(max_batch_size=8, max_batch_bytes=10))
+    worker = FakeWorker()
+    sizes = [4, 4, 4, 11, 2, 3, 5]
+    items = [scheduler.submit(image(i) * size, 1) for i, size in enumerate(sizes)]
+    dispatch(scheduler, worker)
+    results = await answers(scheduler, items)
+    assert [r.outcome for r in results] == [Prediction((i,), (1.0,)) for i in range(7)]
+    # 4+4, then 4 (4+11 > 10), 11 alone, 2+3+5 = 10 exactly.
+    assert [[len(i) for i in batch] for batch in worker.batches] == [[4, 4], [4], [11], [2, 3, 5]]
+    await stop_dispatch(scheduler)
+
+
+async def test_a_batch_full_of_bytes_does_not_wait_for_the_delay() -> None:
+    config = BatchingConfig(max_batch_size=8, max_batch_bytes=10, max_queue_delay_ms=30_000)
+    scheduler = Scheduler(config)
+    worker = FakeWorker()
+    dispatch(scheduler, worker)
+    items = [scheduler.submit(image(i) * 6, 1) for i in range(2)]  # 12 bytes: two batches
+    first = await asyncio.wait_for(scheduler.result(items[0]), timeout=10)  # not 30 s
+    assert first.outcome == Prediction((0,), (1.0,))
+    assert worker.batches[0] == [image(0) * 6]
+    await stop_dispatch(scheduler)
+
+
 async def test_deadline_passed_while_queued_is_never_dispatched() -> None:
     gate = asyncio.Event()
     scheduler = Scheduler(BatchingConfig(max_batch_size=1))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from functools import partial
+from dataclasses import replace
 
 import pytest
 
 from gre.config import PreprocessConfig
 from gre.messages import BatchRequest, Device, ItemError, Prediction, ReplicaSpec, SharedImages
-from gre.replicas import replica as replica_module
 from gre.replicas import wire
 from gre.replicas.arena import ArenaReader, ImageArena
 from gre.replicas.replica import Replica
@@ -61,9 +60,9 @@ def null_spec() -> ReplicaSpec:
 async def test_a_replica_process_classifies_through_the_arena_or_inline(
     monkeypatch: pytest.MonkeyPatch, arena_bytes: int
 ) -> None:
-    """A real replica process: batches that fit go through the arena, one that does not goes
-    inline; both answer in order, a bad image costing only itself."""
-    monkeypatch.setattr(replica_module, "ImageArena", partial(ImageArena, arena_bytes))
+    """A real replica process, its arena sized by ``max_batch_bytes``: batches that fit go
+    through the arena, one that does not goes inline; both answer in order, a bad image
+    costing only itself."""
     sent: list[object] = []
     pack = wire.pack
 
@@ -72,7 +71,7 @@ async def test_a_replica_process_classifies_through_the_arena_or_inline(
         return pack(message)
 
     monkeypatch.setattr(wire, "pack", spy)
-    replica = Replica(null_spec())
+    replica = Replica(replace(null_spec(), max_batch_bytes=arena_bytes))
     await replica.start(60)
     try:
         for _ in range(2):  # the second batch overwrites the first in the arena
