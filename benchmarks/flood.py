@@ -3,6 +3,7 @@ must hold no more than ``max_inflight_body_bytes`` of it and still answer a phot
 
     python -m benchmarks.flood [--connections 150] [--declared-mib 16] [--sent-mib 12]
                                [--hold-s 2] [--rounds 2] [--config FILE] [--set KEY=VALUE ...]
+    python -m benchmarks.flood --photos [--connections 100] [--photo-mib 3.4] [--rounds 2] ...
 
 Against one ``gre serve`` started here (access log off): ``--connections`` raw connections at
 once each send a ``POST /api/classify`` head declaring ``--declared-mib`` MiB, then
@@ -13,6 +14,13 @@ The front end's RSS (VmRSS) is sampled every 50 ms from before the flood until `
 after the photo; then the flood's connections close and ``gre_inflight_body_bytes`` must
 return to 0. ``--rounds`` floods in turn show whether what the first leaves resident (freed
 memory the allocator keeps) is reused or grows.
+
+``--photos``: the bodies are whole instead, ``--connections`` valid JPEGs of ``--photo-mib`` MiB
+(:func:`large_photo`) posted at once, which gre queues, batches and answers while the budget
+holds: they reach the scheduler and the replica, so the front end's copies of a body beyond
+the protocol's count too (a batch pickled whole to its replica held ~1.5x the batch more
+before batches stopped at ``max_batch_bytes``). Same RSS target; every answer must be 200 or
+503 ``too_many_bytes`` (or the reset of a refused upload), and some 200.
 
 Prints, per round, what the uploads got (an answer, or the error that ended sending: a refused
 upload's connection is closed under it, and a reset can swallow the answer), the photo's status
@@ -36,6 +44,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
+import numpy as np
 import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -140,7 +150,7 @@ class Flood:
             return
         head, _, body = data.partition(b"\r\n\r\n")
         upload.status = int(head.split()[1])
-        with contextlib.suppress(ValueError, AttributeError):
+        with contextlib.suppress(ValueError, KeyError, TypeError):
             upload.error = json.loads(body).get("error")
 
 
@@ -209,6 +219,42 @@ async def steady_rss(pid: int, timeout_s: float = 10.0, within: int = MIB) -> No
         last = now
 
 
+def large_photo(mib: float) -> bytes:
+    """A JPEG of about ``mib`` MiB: uniform noise at quality 95 (~1.2 bytes a pixel, which
+    the replica decodes as it would a photo), 4:3, the same bytes on every call."""
+    pixels = max(16, int(mib * MIB / 1.2))
+    width = int((pixels * 4 / 3) ** 0.5)
+    noise = np.random.default_rng(0).integers(0, 256, (width * 3 // 4, width, 3), np.uint8)
+    ok, encoded = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the large photo")
+    return encoded.tobytes()
+
+
+async def post_all(target: Target, body: bytes, count: int) -> Counter[str]:
+    """POST ``body`` on ``count`` fresh connections at once; how many got each outcome:
+    ``"200"``, ``"503 too_many_bytes"`` (status and JSON ``error``), or the exception's
+    name when the connection failed (a refused upload's is closed under it)."""
+
+    async def one() -> str:
+        try:
+            answer = await fetch(target, "POST", body)
+        except OSError as exc:  # ConnectionError included
+            return type(exc).__name__
+        if answer.status == 200:
+            return "200"
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return f"{answer.status} {json.loads(answer.body)['error']}"
+        return str(answer.status)
+
+    return Counter(await asyncio.gather(*(one() for _ in range(count))))
+
+
+#: What a burst of whole photos may get: answered, refused (the budget; admission, on a slow
+#: replica), or cut off by the budget.
+PHOTO_OUTCOMES = frozenset({"200", "503 too_many_bytes", "503 queue_full", "ConnectionResetError"})
+
+
 @dataclass
 class Round:
     """One flood's figures: the front end's RSS before, at the peak and after (bytes), the
@@ -252,6 +298,75 @@ async def flood_round(target: Target, pid: int, args: argparse.Namespace, photo:
     return Round(before, peak, after, held, released, outcomes, answer.status, photo_s)
 
 
+@dataclass
+class PhotoRound:
+    """One burst of whole photos: the front end's RSS before, at the peak and after (bytes),
+    what the posts got (:func:`post_all`), how long the burst took (s), and whether the bytes
+    in flight returned to 0."""
+
+    before: int
+    peak: int
+    after: int
+    outcomes: Counter[str]
+    burst_s: float
+    released: bool
+
+
+async def photo_round(target: Target, pid: int, connections: int, photo: bytes) -> PhotoRound:
+    """POST ``photo`` on ``connections`` connections at once, sampling ``pid``'s RSS until
+    every answer is in; its figures."""
+    before = rss_bytes(pid) or 0
+    sampler = RssSampler(pid)
+    sampler.start()
+    start = time.perf_counter()
+    outcomes = await post_all(target, photo, connections)
+    burst_s = time.perf_counter() - start
+    peak = await sampler.stop()
+
+    async def drained() -> bool:
+        return metric(await metrics_text(target), "gre_inflight_body_bytes") == 0
+
+    released = await settled(drained, 10.0)
+    await asyncio.sleep(0.5)
+    return PhotoRound(before, peak, rss_bytes(pid) or 0, outcomes, burst_s, released)
+
+
+async def photo_bursts(target: Target, pid: int, args: argparse.Namespace) -> bool:
+    """``--rounds`` bursts of ``--connections`` whole photos of ``--photo-mib``; prints the
+    figures, returns whether the targets were met."""
+    config = load_config(args.config, overrides=dict(s.split("=", 1) for s in args.settings))
+    budget = config.server.max_inflight_body_bytes
+    photo = large_photo(args.photo_mib)
+    await fetch(target, "POST", photo)  # warm: the first photo's costs are not the burst's
+    print(
+        f"{args.connections} photos of {len(photo) / MIB:.2f} MiB posted at once; "
+        f"max_inflight_body_bytes {budget / MIB:g} MiB, "
+        f"max_batch_bytes {config.batching.max_batch_bytes / MIB:g} MiB"
+    )
+    rounds = [await photo_round(target, pid, args.connections, photo) for _ in range(args.rounds)]
+    for n, r in enumerate(rounds, 1):
+        print(f"round {n}: {r.burst_s:.1f} s")
+        print("  posts: " + ", ".join(f"{k} x {v}" for k, v in sorted(r.outcomes.items())))
+        print(f"  bytes in flight back to 0: {r.released}")
+        print(
+            f"  front end RSS (MiB): before {r.before / MIB:.1f}, peak {r.peak / MIB:.1f} "
+            f"({(r.peak - r.before) / MIB:+.1f}), after {r.after / MIB:.1f}"
+        )
+    start = rounds[0].before
+    limit = budget + SLACK_BYTES
+    verdicts = {
+        f"peak RSS growth within {limit / MIB:g} MiB of the start": all(
+            r.peak - start <= limit for r in rounds
+        ),
+        "photos answered 200 in every burst": all(r.outcomes["200"] > 0 for r in rounds),
+        "every other post refused by the budget": all(
+            set(r.outcomes) <= PHOTO_OUTCOMES for r in rounds
+        ),
+        "0 bytes in flight after every burst": all(r.released for r in rounds),
+    }
+    return print_verdicts(verdicts)
+
+
 async def flood(target: Target, pid: int, args: argparse.Namespace) -> bool:
     """``--rounds`` floods, a photo during each; prints the figures, returns whether the
     targets were met."""
@@ -290,15 +405,20 @@ async def flood(target: Target, pid: int, args: argparse.Namespace) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path)
-    parser.add_argument("--connections", type=int, default=150)
+    parser.add_argument("--photos", action="store_true", help="whole photos, not stalled uploads")
+    parser.add_argument("--photo-mib", type=float, default=3.4)
+    parser.add_argument("--connections", type=int, help="150; with --photos, 100")
     parser.add_argument("--declared-mib", type=float, default=16)
     parser.add_argument("--sent-mib", type=float, default=12)
     parser.add_argument("--hold-s", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--set", dest="settings", action="append", default=[])
     args = parser.parse_args()
+    if args.connections is None:
+        args.connections = 100 if args.photos else 150
+    run = photo_bursts if args.photos else flood
     with gre_for_script(args.config, args.settings) as (target, front_end_pid):
-        ok = uvloop.run(flood(target, front_end_pid, args))
+        ok = uvloop.run(run(target, front_end_pid, args))
     sys.exit(0 if ok else 1)
 
 

@@ -8,16 +8,20 @@ byte for byte, in-process."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
 
 from benchmarks.flood import (
+    PHOTO_OUTCOMES,
     SLACK_BYTES,
     Flood,
     RssSampler,
+    large_photo,
     metric,
     metrics_text,
+    post_all,
     settled,
     steady_rss,
 )
@@ -122,3 +126,36 @@ async def test_a_flood_of_stalled_uploads_holds_at_most_the_budget(tmp_path: Pat
         text = await metrics_text(target)
         assert metric(text, "gre_rejected_total", reason="too_many_bytes") >= 150 - fit + 1
         assert (await fetch(target, "POST", cat)).status == 200
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_burst_of_whole_large_photos_holds_at_most_the_budget(
+    tmp_path: Path, workers: int
+) -> None:
+    """30 valid 3.3 MiB JPEGs posted at once against a 64 MiB budget: the 19 that fit are
+    queued, batched and answered, the rest refused 503 by the budget, and the main process's
+    RSS grows by at most the budget + 64 MiB. Batches stop at ``max_batch_bytes`` (the image
+    arena), so none crosses to the replica pickled: one that did held ~1.5x the batch more."""
+    photo = large_photo(3.4)
+    budget = 64 * MIB
+    settings = ("--engine", "null", "--set", "access_log=false", "--set", f"workers={workers}",
+                "--set", f"max_inflight_body_bytes={budget}",
+                "--set", f"max_body_bytes={4 * MIB}")  # fmt: skip
+    with running_server(tmp_path, *settings) as server:
+        target = Target.parse(f"{server.url}/api/classify")
+        assert (await fetch(target, "POST", photo)).status == 200  # warm
+        pid = server.process.pid
+        before = rss_bytes(pid)
+        assert before is not None
+        sampler = RssSampler(pid)
+        sampler.start()
+        outcomes = await asyncio.wait_for(post_all(target, photo, 30), HANG_S)
+        peak = await sampler.stop()
+
+        growth = peak - before
+        assert growth <= budget + SLACK_BYTES, f"RSS grew {growth / MIB:.0f} MiB: {outcomes}"
+        assert set(outcomes) <= PHOTO_OUTCOMES, outcomes
+        assert outcomes["200"] >= 9, outcomes  # what one worker's share of the budget fits
+        model = await fetch(Target.parse(f"{server.url}/api/model"))
+        largest = max(int(size) for size in json.loads(model.body)["batches_by_size"])
+        assert 2 <= largest <= (32 * MIB) // len(photo), model.body  # max_batch_bytes' default
