@@ -10,7 +10,8 @@ once each send a ``POST /api/classify`` head declaring ``--declared-mib`` MiB, t
 ``--sent-mib`` MiB of that body, then stall. gre holds some of them, answers the rest 503
 ``too_many_bytes`` before reading their bodies, and cuts one off to make room when the photo
 comes: once the flood's bytes are sent, one real photo is posted on a connection of its own.
-The front end's RSS (VmRSS) is sampled every 50 ms from before the flood until ``--hold-s``
+The front end's RSS (VmRSS; with ``--set workers=N``, of its main process and HTTP workers
+together) is sampled every 50 ms from before the flood until ``--hold-s``
 after the photo; then the flood's connections close and ``gre_inflight_body_bytes`` must
 return to 0. ``--rounds`` floods in turn show whether what the first leaves resident (freed
 memory the allocator keeps) is reused or grows.
@@ -20,7 +21,9 @@ memory the allocator keeps) is reused or grows.
 holds: they reach the scheduler and the replica, so the front end's copies of a body beyond
 the protocol's count too (a batch pickled whole to its replica held ~1.5x the batch more
 before batches stopped at ``max_batch_bytes``). Same RSS target; every answer must be 200 or
-503 ``too_many_bytes`` (or the reset of a refused upload), and some 200.
+503 ``too_many_bytes`` or ``queue_full`` (or the reset of a refused upload), and some 200.
+With ``workers = 2`` this misses the RSS target (each body is in two processes as it crosses;
+README's Limits).
 
 Prints, per round, what the uploads got (an answer, or the error that ended sending: a refused
 upload's connection is closed under it, and a reset can swallow the answer), the photo's status
@@ -40,7 +43,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +54,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.data import shared_path
 from benchmarks.httpclient import Target, fetch
-from benchmarks.rss import MIB, rss_bytes
+from benchmarks.rss import MIB, http_worker_pids, rss_bytes
 from benchmarks.servers import gre_for_script
 from benchmarks.verdicts import print_verdicts
 from gre.config import load_config
@@ -178,14 +181,36 @@ async def settled(probe: Callable[[], Awaitable[bool]], timeout_s: float) -> boo
     return True
 
 
-class RssSampler:
-    """The largest RSS of ``pid`` (bytes) seen by sampling every :data:`SAMPLE_S` seconds
-    between :meth:`start` and :meth:`stop`."""
+def front_end_pids(pid: int) -> list[int]:
+    """The front end ``pid`` and its HTTP workers (``workers`` > 1): the processes that hold
+    request bodies."""
+    return [pid, *http_worker_pids(pid)]
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak = rss_bytes(pid) or 0
+
+def whose(pids: Sequence[int]) -> str:
+    """What the RSS of ``pids`` (:func:`front_end_pids`) is of, for the printed figures."""
+    return "front end" if len(pids) == 1 else f"front end (main + {len(pids) - 1} HTTP workers)"
+
+
+def total_rss(pids: Sequence[int]) -> int:
+    """The RSS of ``pids`` together, bytes (the sum of each one's; 0 for one that has
+    exited)."""
+    return sum(rss_bytes(pid) or 0 for pid in pids)
+
+
+class RssSampler:
+    """The largest RSS of ``pids`` together (bytes; the sum of each one's) seen by sampling
+    every :data:`SAMPLE_S` seconds between :meth:`start` and :meth:`stop`: the front end, or
+    its main process and HTTP workers."""
+
+    def __init__(self, *pids: int) -> None:
+        self.pids = pids
+        self.peak = self.rss()
         self._task: asyncio.Task[None] | None = None
+
+    def rss(self) -> int:
+        """The processes' RSS now, bytes (:func:`total_rss`)."""
+        return total_rss(self.pids)
 
     def start(self) -> None:
         """Sample in the background."""
@@ -197,23 +222,24 @@ class RssSampler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.peak = max(self.peak, rss_bytes(self.pid) or 0)
+        self.peak = max(self.peak, self.rss())
         return self.peak
 
     async def _sample(self) -> None:
         while True:
-            self.peak = max(self.peak, rss_bytes(self.pid) or 0)
+            self.peak = max(self.peak, self.rss())
             await asyncio.sleep(SAMPLE_S)
 
 
-async def steady_rss(pid: int, timeout_s: float = 10.0, within: int = MIB) -> None:
-    """Return once ``pid``'s RSS has moved less than ``within`` bytes over 0.5 s (the bytes
-    sent have been read, not just queued in the sockets' buffers), or after ``timeout_s``."""
+async def steady_rss(*pids: int, timeout_s: float = 10.0, within: int = MIB) -> None:
+    """Return once the RSS of ``pids`` together has moved less than ``within`` bytes over
+    0.5 s (the bytes sent have been read, not just queued in the sockets' buffers), or after
+    ``timeout_s``."""
     end = time.monotonic() + timeout_s
-    last = rss_bytes(pid) or 0
+    last = total_rss(pids)
     while time.monotonic() < end:
         await asyncio.sleep(0.5)
-        now = rss_bytes(pid) or 0
+        now = total_rss(pids)
         if abs(now - last) < within:
             return
         last = now
@@ -271,15 +297,18 @@ class Round:
     photo_s: float
 
 
-async def flood_round(target: Target, pid: int, args: argparse.Namespace, photo: bytes) -> Round:
-    """Flood, post ``photo`` while it holds, close the flood; its figures."""
-    before = rss_bytes(pid) or 0
-    sampler = RssSampler(pid)
+async def flood_round(
+    target: Target, pids: Sequence[int], args: argparse.Namespace, photo: bytes
+) -> Round:
+    """Flood, post ``photo`` while it holds, close the flood; its figures (RSS: of ``pids``
+    together)."""
+    before = total_rss(pids)
+    sampler = RssSampler(*pids)
     sampler.start()
     declared, sent = int(args.declared_mib * MIB), int(args.sent_mib * MIB)
     uploads = Flood(target, args.connections, declared, sent)
     await uploads.start()
-    await steady_rss(pid)
+    await steady_rss(*pids)
     start = time.perf_counter()
     answer = await fetch(target, "POST", photo)
     photo_s = time.perf_counter() - start
@@ -294,7 +323,7 @@ async def flood_round(target: Target, pid: int, args: argparse.Namespace, photo:
 
     released = await settled(drained, 10.0)
     await asyncio.sleep(0.5)
-    after = rss_bytes(pid) or 0
+    after = total_rss(pids)
     return Round(before, peak, after, held, released, outcomes, answer.status, photo_s)
 
 
@@ -312,11 +341,14 @@ class PhotoRound:
     released: bool
 
 
-async def photo_round(target: Target, pid: int, connections: int, photo: bytes) -> PhotoRound:
-    """POST ``photo`` on ``connections`` connections at once, sampling ``pid``'s RSS until
+async def photo_round(
+    target: Target, pids: Sequence[int], connections: int, photo: bytes
+) -> PhotoRound:
+    """POST ``photo`` on ``connections`` connections at once, sampling the RSS of ``pids``
+    together until
     every answer is in; its figures."""
-    before = rss_bytes(pid) or 0
-    sampler = RssSampler(pid)
+    before = total_rss(pids)
+    sampler = RssSampler(*pids)
     sampler.start()
     start = time.perf_counter()
     outcomes = await post_all(target, photo, connections)
@@ -328,7 +360,7 @@ async def photo_round(target: Target, pid: int, connections: int, photo: bytes) 
 
     released = await settled(drained, 10.0)
     await asyncio.sleep(0.5)
-    return PhotoRound(before, peak, rss_bytes(pid) or 0, outcomes, burst_s, released)
+    return PhotoRound(before, peak, total_rss(pids), outcomes, burst_s, released)
 
 
 async def photo_bursts(target: Target, pid: int, args: argparse.Namespace) -> bool:
@@ -343,13 +375,15 @@ async def photo_bursts(target: Target, pid: int, args: argparse.Namespace) -> bo
         f"max_inflight_body_bytes {budget / MIB:g} MiB, "
         f"max_batch_bytes {config.batching.max_batch_bytes / MIB:g} MiB"
     )
-    rounds = [await photo_round(target, pid, args.connections, photo) for _ in range(args.rounds)]
+    pids = front_end_pids(pid)
+    what = whose(pids)
+    rounds = [await photo_round(target, pids, args.connections, photo) for _ in range(args.rounds)]
     for n, r in enumerate(rounds, 1):
         print(f"round {n}: {r.burst_s:.1f} s")
         print("  posts: " + ", ".join(f"{k} x {v}" for k, v in sorted(r.outcomes.items())))
         print(f"  bytes in flight back to 0: {r.released}")
         print(
-            f"  front end RSS (MiB): before {r.before / MIB:.1f}, peak {r.peak / MIB:.1f} "
+            f"  {what} RSS (MiB): before {r.before / MIB:.1f}, peak {r.peak / MIB:.1f} "
             f"({(r.peak - r.before) / MIB:+.1f}), after {r.after / MIB:.1f}"
         )
     start = rounds[0].before
@@ -378,14 +412,16 @@ async def flood(target: Target, pid: int, args: argparse.Namespace) -> bool:
         f"{args.connections} uploads of {args.sent_mib:g} MiB of a declared "
         f"{args.declared_mib:g} MiB each; max_inflight_body_bytes {budget / MIB:g} MiB"
     )
-    rounds = [await flood_round(target, pid, args, photo) for _ in range(args.rounds)]
+    pids = front_end_pids(pid)
+    what = whose(pids)
+    rounds = [await flood_round(target, pids, args, photo) for _ in range(args.rounds)]
     for n, r in enumerate(rounds, 1):
         print(f"round {n}:")
         print("  uploads: " + ", ".join(f"{k} x {v}" for k, v in sorted(r.outcomes.items())))
         print(f"  photo during the flood: {r.photo_status} in {1e3 * r.photo_s:.0f} ms")
         print(f"  bytes in flight while held: {r.held / MIB:.1f} MiB; back to 0: {r.released}")
         print(
-            f"  front end RSS (MiB): before {r.before / MIB:.1f}, peak {r.peak / MIB:.1f} "
+            f"  {what} RSS (MiB): before {r.before / MIB:.1f}, peak {r.peak / MIB:.1f} "
             f"({(r.peak - r.before) / MIB:+.1f}), after {r.after / MIB:.1f}"
         )
     rejected = metric(await metrics_text(target), "gre_rejected_total", reason="too_many_bytes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from benchmarks.httpclient import Target, fetch
@@ -20,6 +21,24 @@ def rss_bytes(pid: int) -> int | None:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024  # /proc gives kB
     return None
+
+
+def http_worker_pids(front_end_pid: int) -> list[int]:
+    """The HTTP worker processes of the front end ``front_end_pid`` (its children running
+    gre.http.worker), sorted; none with ``workers = 1``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:  # it exited meanwhile
+            continue
+        parent = int(stat.rpartition(")")[2].split()[1])
+        if parent == front_end_pid and b"gre.http.worker" in cmdline:
+            pids.append(int(entry))
+    return sorted(pids)
 
 
 async def service_rss(target: Target, front_end_pid: int) -> dict[str, int | None]:

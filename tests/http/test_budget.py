@@ -28,6 +28,7 @@ from benchmarks.flood import (
 from benchmarks.httpclient import Target, fetch
 from benchmarks.rss import MIB, rss_bytes
 from gre.http.budget import DEFAULT_CAPACITY_BYTES, BodyBudget
+from tests.http.test_workers import wait_for_workers
 from tests.support import running_server, shared
 
 #: Only catches a hang: the flood is sent in a few seconds.
@@ -79,25 +80,29 @@ def test_default_capacity_is_the_configs() -> None:
     assert ServerConfig().max_inflight_body_bytes == DEFAULT_CAPACITY_BYTES
 
 
-async def test_a_flood_of_stalled_uploads_holds_at_most_the_budget(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_flood_of_stalled_uploads_holds_at_most_the_budget(
+    tmp_path: Path, workers: int
+) -> None:
     """150 connections each declare 16 MiB, send 12 MiB and stall (1.8 GB unbounded): at
-    most 16 fit in the budget (256 MiB, the default), the rest are refused 503 before their
-    bodies are read; the front end's RSS grows by at most the budget + 64 MiB, a photo is
-    answered 200 meanwhile (a held upload is cut off to make room), and every byte is released
-    once the flood closes."""
+    most 16 fit in the budget (256 MiB, the default; with 2 HTTP workers, 128 MiB each), the
+    rest are refused 503 before their bodies are read; the front end's RSS (its main process
+    and workers together) grows by at most the budget + 64 MiB, a photo is answered 200
+    meanwhile (a held upload is cut off to make room), and every byte is released once the
+    flood closes."""
     cat = shared("images/cat.jpg").read_bytes()
-    settings = ("--engine", "null", "--set", "access_log=false")
+    settings = ("--engine", "null", "--set", "access_log=false", "--set", f"workers={workers}")
     with running_server(tmp_path, *settings) as server:
         target = Target.parse(f"{server.url}/api/classify")
         assert (await fetch(target, "POST", cat)).status == 200  # warm
         pid = server.process.pid
-        before = rss_bytes(pid)
-        assert before is not None
-        sampler = RssSampler(pid)
+        pids = [pid, *(wait_for_workers(server, workers) if workers > 1 else [])]
+        sampler = RssSampler(*pids)
+        before = sampler.rss()
         sampler.start()
         flood = Flood(target, connections=150, declared=16 * MIB, sent=12 * MIB)
         await asyncio.wait_for(flood.start(), HANG_S)
-        await steady_rss(pid)  # the bytes queued in the sockets have been read
+        await steady_rss(*pids)  # the bytes queued in the sockets have been read
         photo = await asyncio.wait_for(fetch(target, "POST", cat), HANG_S)
         held = metric(await metrics_text(target), "gre_inflight_body_bytes")
         peak = await sampler.stop()

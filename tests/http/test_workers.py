@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.rss import http_worker_pids
 from tests.http.test_protocol import metric
 from tests.support import Server, running_server, shared
 
@@ -22,19 +23,7 @@ TWO = ("--set", "workers=2")
 
 def worker_pids(server: Server) -> list[int]:
     """The HTTP worker processes of ``server`` (children running gre.http.worker)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat.rpartition(")")[2].split()[1])
-        if parent == server.process.pid and b"gre.http.worker" in cmdline:
-            pids.append(int(entry))
-    return sorted(pids)
+    return http_worker_pids(server.process.pid)
 
 
 def wait_for_workers(server: Server, count: int, unlike: frozenset[int] = frozenset()) -> list[int]:
