@@ -108,7 +108,8 @@ class BatchingConfig(_Section):
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     #: A batch's encoded images total at most this many bytes (an image larger than this goes
     #: alone); each replica's shared image arena (gre/replicas/arena.py) is this size, so a
-    #: batch never crosses to its replica pickled, which held about 1.5x more front-end memory.
+    #: batch never crosses to its replica pickled (100 photos of 3.3 MiB at once grew the front
+    #: end +466 MiB that way, +279 MiB through the arena: benchmarks/flood.py --photos).
     max_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     #: How long an idle replica may wait for a fuller batch (0 = never wait), ms.
     max_queue_delay_ms: float = Field(default=0.0, ge=0, le=60_000)

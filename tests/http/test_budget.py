@@ -140,7 +140,7 @@ async def test_a_burst_of_whole_large_photos_holds_at_most_the_budget(
     """30 valid 3.3 MiB JPEGs posted at once against a 64 MiB budget: the 19 that fit are
     queued, batched and answered, the rest refused 503 by the budget, and the main process's
     RSS grows by at most the budget + 64 MiB. Batches stop at ``max_batch_bytes`` (the image
-    arena), so none crosses to the replica pickled: one that did held ~1.5x the batch more."""
+    arena), so none crosses to the replica pickled (the tree before grew 181 and 150 MiB)."""
     photo = large_photo(3.4)
     budget = 64 * MIB
     settings = ("--engine", "null", "--set", "access_log=false", "--set", f"workers={workers}",
