@@ -109,7 +109,8 @@ def render(facts: dict[str, Any]) -> str:
     lines.append(f"HTTP      {facts['http_workers']} worker process(es) (server.workers)")
     batching = facts["batching"]
     lines.append(
-        f"batching  max_batch_size {batching['max_batch_size']}, max_queue_delay_ms "
+        f"batching  max_batch_size {batching['max_batch_size']}, max_batch_bytes "
+        f"{batching['max_batch_bytes']}, max_queue_delay_ms "
         f"{batching['max_queue_delay_ms']}, max_queue_size {batching['max_queue_size']}, "
         f"timeout_ms {batching['timeout_ms']}"
     )

@@ -165,6 +165,7 @@ SCHEMAS: dict[str, Schema] = {
             "batching": closed_object(
                 {
                     "max_batch_size": {"type": "integer", "minimum": 1},
+                    "max_batch_bytes": {"type": "integer", "minimum": 1},
                     "max_queue_delay_ms": {"type": "number", "minimum": 0},
                     "max_queue_size": {"type": "integer", "minimum": 1},
                     "timeout_ms": {"type": "number", "exclusiveMinimum": 0},
