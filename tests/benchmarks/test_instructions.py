@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks.instructions import (
     REPLICA_ARG,
+    UNCOVERED,
     http_workers,
     main,
     newest_dump,
@@ -62,18 +66,32 @@ def test_parse_only_keeps_the_tables_order() -> None:
         parse_only("tiny,w3")
 
 
-def test_valgrind_command_counts_nothing_until_asked() -> None:
+def test_valgrind_command_counts_nothing_until_asked_and_without_coverage() -> None:
     command = valgrind_command(["python", "-m", "x"], Path("/tmp/d"))
     assert command[:5] == [
+        "env", "-u", "COVERAGE_PROCESS_CONFIG", "-u", "COVERAGE_PROCESS_START",
+    ]  # fmt: skip
+    assert command[5:10] == [
         "valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=no",
         "--callgrind-out-file=/tmp/d/callgrind.%p",
     ]  # fmt: skip
-    assert command[5:] == ["python", "-m", "x"]
+    assert command[10:] == ["python", "-m", "x"]
     with_children = valgrind_command(["python", "-m", "x"], Path("/tmp/d"), children=True)
-    assert with_children[3:5] == [
+    assert with_children[8:10] == [
         "--trace-children=yes", f"--trace-children-skip-by-arg={REPLICA_ARG}",
     ]  # fmt: skip
-    assert with_children[6:] == ["python", "-m", "x"]
+    assert with_children[11:] == ["python", "-m", "x"]
+
+
+def test_env_leaves_coverage_out_of_the_counted_process() -> None:
+    environment = {**os.environ, "COVERAGE_PROCESS_CONFIG": "x", "COVERAGE_PROCESS_START": "y"}
+    shown = subprocess.run(
+        [*UNCOVERED, sys.executable, "-c", "import os; print(sorted(os.environ))"],
+        env=environment, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "COVERAGE_PROCESS_CONFIG" not in shown
+    assert "COVERAGE_PROCESS_START" not in shown
+    assert "PATH" in shown  # the rest is kept
 
 
 def test_http_workers_are_the_children_running_gre_http_worker(tmp_path: Path) -> None:
