@@ -77,13 +77,20 @@ class WorkerSpec:
 
 
 class _Mailbox:
-    """Messages from the primary for one request, waited for by its ASGI task."""
+    """Messages from the primary for one request, waited for by its ASGI task, and what
+    arrived of its body with the head while the primary has yet to fetch the rest."""
 
-    __slots__ = ("messages", "waiter")
+    __slots__ = ("kept", "messages", "waiter")
 
     def __init__(self) -> None:
         self.messages: deque[tuple[Any, ...]] = deque()
         self.waiter: asyncio.Future[None] | None = None
+        self.kept = b""
+
+    def take_kept(self) -> bytes:
+        """What arrived of the body with the head, no longer kept here."""
+        kept, self.kept = self.kept, b""
+        return kept
 
     def put(self, message: tuple[Any, ...]) -> None:
         self.messages.append(message)
@@ -139,7 +146,7 @@ class BridgeApp:
             first = await receive()  # at once: what has arrived rides with the head
             if first["type"] == "http.disconnect":
                 return
-            body, more = first.get("body", b""), first.get("more_body", False)
+            body, more = first.pop("body", b""), first.get("more_body", False)
         else:
             # Nothing of the body yet: hand the head on now, so the primary can refuse it
             # (a full queue) before the upload, as one process does; it pulls the body.
@@ -150,17 +157,19 @@ class BridgeApp:
         watch = extensions.get(LOST_CONNECTION)
         if isinstance(watch, LostConnection):
             watch.callback = lambda: self._lost(rid)
-        kept = b""  # what arrived of a classify body that crosses whole, at FETCH
         if self.max_pixels is not None and takes(scope):
             if not more:
                 self.write(self._classify(rid, scope, body, started))
             else:
-                kept = body
+                mailbox.kept = body  # a classify body crosses whole, once fetched
                 self.write((bridge.HEAD, rid, bridge.portable_scope(scope), b"", True))
         else:
             self.write((bridge.HEAD, rid, bridge.portable_scope(scope), body, more))
+        # The body is the primary's now (or the ring's, or the mailbox's until FETCH): kept
+        # here until the answer as well, the worker would hold every body twice over.
+        body = b""
         try:
-            await self._relay(rid, mailbox, receive, send, extensions.get(WHOLE_ANSWER), kept)
+            await self._relay(rid, mailbox, receive, send, extensions.get(WHOLE_ANSWER))
         finally:
             del self.requests[rid]
             if isinstance(watch, LostConnection):
@@ -209,22 +218,12 @@ class BridgeApp:
         receive: Receive,
         send: Send,
         whole: Callable[[int, list[tuple[bytes, bytes]], bytes], bool] | None,
-        kept: bytes,
     ) -> None:
         while True:
             message = await mailbox.get()
             kind = message[0]
             if kind == bridge.FETCH:
-                chunks = [kept]
-                while True:
-                    chunk: Message = await receive()
-                    if chunk["type"] == "http.disconnect":
-                        self.write((bridge.GONE, rid))
-                        break
-                    chunks.append(chunk.get("body", b""))
-                    if not chunk.get("more_body", False):
-                        self.write(self._whole(rid, b"".join(chunks)))
-                        break
+                await self._fetched(rid, receive, mailbox.take_kept())
             elif kind == bridge.MORE:
                 chunk = await receive()
                 if chunk["type"] == "http.disconnect":
@@ -248,6 +247,23 @@ class BridgeApp:
                 if not more:
                     return
             elif kind == bridge.GONE:  # the client left, or the bridge closed: no answer
+                return
+
+    async def _fetched(self, rid: int, receive: Receive, kept: bytes) -> None:
+        """Read the rest of a body that began with ``kept`` and send it ``WHOLE`` (or
+        ``GONE``, its client having left). Its chunks go when this returns: the primary
+        holds the body from here on. Kept until the answer, they held every fetched body in
+        both processes (a burst of 3.3 MiB photos with 2 workers: the tree grew +574 MiB,
+        +395 MiB without)."""
+        chunks = [kept]
+        while True:
+            chunk: Message = await receive()
+            if chunk["type"] == "http.disconnect":
+                self.write((bridge.GONE, rid))
+                return
+            chunks.append(chunk.get("body", b""))
+            if not chunk.get("more_body", False):
+                self.write(self._whole(rid, b"".join(chunks)))
                 return
 
 

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import os
 import pickle
+import sys
 from typing import Any
 
 import pytest
@@ -157,6 +158,50 @@ async def test_a_classify_body_still_coming_crosses_whole_when_the_primary_fetch
     app.deliver((bridge.RESPONSE, rid, 200, [(b"content-length", b"2")], b"[]"))
     await task
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+
+
+class CopyingBridge(RecordingBridge):
+    """A RecordingBridge that keeps what crossed, not the worker's own objects: the real
+    bridge pickles each message (gre.replicas.wire.FrameWriter)."""
+
+    def write(self, message: tuple[Any, ...]) -> None:
+        self.sent.append(pickle.loads(pickle.dumps(message)))
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["with-head", "fetched"])
+async def test_once_the_body_has_crossed_the_worker_holds_none_of_it(whole: bool) -> None:
+    """While the primary has the request (queued, batched), the worker awaits its answer and
+    holds no piece of its body: the primary's copy is the only one (with 2 workers, pieces
+    kept until the answer grew the tree +574 MiB where the budget allows 320)."""
+    app = CopyingBridge(max_pixels=1_000)
+    pieces = [TINY] if whole else [TINY[:100], TINY[100:500], TINY[500:]]
+    held = [sys.getrefcount(piece) for piece in pieces]  # this test's own references
+    chunks = [
+        {"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
+        for i, piece in enumerate(pieces)
+    ]
+
+    async def receive() -> Message:
+        return chunks.pop(0)
+
+    async def send(message: Message) -> None:
+        pass
+
+    task = asyncio.create_task(app(scope(), receive, send))
+    while not app.sent and not task.done():
+        await asyncio.sleep(0)
+    rid = app.sent[0][1]
+    if not whole:
+        app.deliver((bridge.FETCH, rid))
+        while len(app.sent) < 2 and not task.done():
+            await asyncio.sleep(0)
+    assert app.sent[-1][0] == (bridge.CLASSIFY if whole else bridge.WHOLE)
+    assert app.sent[-1][-1] == TINY  # inline: what crossed is the primary's copy
+    assert not chunks
+    await asyncio.sleep(0)  # the worker is waiting for the answer now
+    assert [sys.getrefcount(piece) for piece in pieces] == held
+    app.deliver((bridge.RESPONSE, rid, 200, [(b"content-length", b"2")], b"[]"))
+    await task
 
 
 async def test_a_client_that_leaves_while_its_body_is_fetched_is_gone() -> None:
