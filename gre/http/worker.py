@@ -125,6 +125,7 @@ class BridgeApp:
         self.requests: dict[int, _Mailbox] = {}
         self.answers = AnswerBook()
         self._ids = itertools.count()
+        self._room = asyncio.Event()  # set (and replaced) when the primary frees ring room
 
     def write(self, message: tuple[Any, ...]) -> None:
         """Send one message to the primary, with the others of this event-loop iteration
@@ -159,7 +160,7 @@ class BridgeApp:
             watch.callback = lambda: self._lost(rid)
         if self.max_pixels is not None and takes(scope):
             if not more:
-                self.write(self._classify(rid, scope, body, started))
+                self.write(await self._classify(rid, scope, body, started))
             else:
                 mailbox.kept = body  # a classify body crosses whole, once fetched
                 self.write((bridge.HEAD, rid, bridge.portable_scope(scope), b"", True))
@@ -181,20 +182,22 @@ class BridgeApp:
         self.write((bridge.GONE, rid))
         self.deliver((bridge.GONE, rid))
 
-    def _classify(self, rid: int, scope: Scope, body: bytes, started: float) -> tuple[Any, ...]:
+    async def _classify(
+        self, rid: int, scope: Scope, body: bytes, started: float
+    ) -> tuple[Any, ...]:
         """A whole classify request's message: ``CLASSIFY`` (its body in the ring when it
-        fits), or ``HEAD`` should the image check fail unforeseen."""
+        goes there), or ``HEAD`` should the image check fail unforeseen."""
         checked = self._checked(body)
         if checked is None:
             return (bridge.HEAD, rid, bridge.portable_scope(scope), body, False)
         sent = tuple(sent_of(scope["headers"], scope["query_string"]))
-        return (bridge.CLASSIFY, rid, sent, tuple(checked), started, self._carried(body))
+        return (bridge.CLASSIFY, rid, sent, tuple(checked), started, await self._carried(body))
 
-    def _whole(self, rid: int, body: bytes) -> tuple[Any, ...]:
+    async def _whole(self, rid: int, body: bytes) -> tuple[Any, ...]:
         """``(WHOLE, id, checked, body)`` for a body the primary fetched."""
         checked = self._checked(body)
         plain = None if checked is None else tuple(checked)
-        return (bridge.WHOLE, rid, plain, self._carried(body))
+        return (bridge.WHOLE, rid, plain, await self._carried(body))
 
     def _checked(self, body: bytes) -> Checked | None:
         """:func:`checked_image` of ``body``; ``None`` should the check fail unforeseen (a
@@ -206,10 +209,27 @@ class BridgeApp:
         except Exception:
             return None
 
-    def _carried(self, body: bytes) -> bytes | tuple[int, int]:
-        """How ``body`` crosses: its place in the ring, or itself."""
-        place = self.ring.put(body) if self.ring is not None else None
-        return body if place is None else place
+    async def _carried(self, body: bytes) -> bytes | tuple[int, int]:
+        """How ``body`` crosses: its place in the ring, once there is room for it there, or
+        itself (no ring, or a body the ring does not hold). The caller writes the message
+        before it next awaits, so bodies cross in the order they were put."""
+        ring = self.ring
+        if ring is None or not ring.holds(len(body)):
+            return body
+        while (place := ring.put(body)) is None:
+            # Inline, its pickle and the bridge's buffers held copies in both processes (a
+            # burst of 3.3 MiB photos, 2 workers: most of them, past the budget); waiting
+            # costs no memory, the body being this worker's until it crosses anyway.
+            await self._room.wait()
+        return place
+
+    def taken(self, position: int) -> None:
+        """The primary has read this worker's ring up to ``position``: bodies waiting for
+        room try again."""
+        if self.ring is not None:
+            self.ring.taken(position)
+        self._room.set()
+        self._room = asyncio.Event()
 
     async def _relay(
         self,
@@ -263,7 +283,9 @@ class BridgeApp:
                 return
             chunks.append(chunk.get("body", b""))
             if not chunk.get("more_body", False):
-                self.write(self._whole(rid, b"".join(chunks)))
+                body = b"".join(chunks)
+                chunks.clear()  # one copy, should it wait for room in the ring
+                self.write(await self._whole(rid, body))
                 return
 
 
@@ -305,8 +327,7 @@ def _deliver_all(messages: list[Any], app: BridgeApp) -> bool:
         if kind == bridge.STOP:
             return True
         if kind == bridge.TAKEN:
-            if app.ring is not None:
-                app.ring.taken(message[1])
+            app.taken(message[1])
         elif kind == bridge.LABELS:
             app.answers.learn(message)
         elif kind == bridge.ANSWER:

@@ -75,6 +75,26 @@ def test_a_body_that_would_run_off_the_end_starts_over_at_the_beginning() -> Non
     assert reader.position == size + INLINE_BELOW
 
 
+def test_a_ring_read_to_its_head_has_room_for_any_body_it_holds() -> None:
+    """Wherever the head is: a worker waits for room for a body the ring holds, so an empty
+    ring that still refused it (7 of 8 parts with the head at part 2) would hold it back
+    for ever."""
+    size = 8 * INLINE_BELOW
+    writer, reader = ring(size)
+    first = writer.put(body(2 * INLINE_BELOW, 1))
+    assert first is not None
+    large = body(7 * INLINE_BELOW, 2)
+    assert writer.holds(len(large))
+    assert writer.put(large) is None  # the first is unread: no room yet
+    reader.take(*first)
+    writer.taken(reader.position)
+    place = writer.put(large)
+    assert place == (size, len(large))  # past the end: at offset 0
+    assert reader.take(*place) == large
+    assert not writer.holds(INLINE_BELOW - 1)
+    assert not writer.holds(size + 1)
+
+
 def test_the_readers_map_is_read_only_and_closes() -> None:
     writer, reader = ring(INLINE_BELOW)
     assert reader.fd is None

@@ -31,6 +31,7 @@ class RecordingBridge(BridgeApp):
         self.requests = {}
         self.sent: list[tuple[Any, ...]] = []
         self._ids = itertools.count()
+        self._room = asyncio.Event()
 
     def write(self, message: tuple[Any, ...]) -> None:
         self.sent.append(message)
@@ -111,22 +112,32 @@ async def test_an_image_check_that_fails_unforeseen_leaves_the_request_to_the_pr
     assert portable["path"] == "/api/classify"
 
 
-async def test_a_large_body_crosses_in_the_ring_until_it_is_full() -> None:
+async def test_a_large_body_waits_for_room_in_the_ring_then_crosses_there() -> None:
+    """A body the ring holds never crosses inline: with no room it waits until the primary
+    says it has read further (inline, a burst of large photos held copies of each in both
+    processes' buffers); one larger than the ring crosses inline."""
     reader = RingReader(2 * INLINE_BELOW + 100)
     assert reader.fd is not None
     app = RecordingBridge(max_pixels=1_000, ring=RingWriter(os.dup(reader.fd)))
     photo = TINY + bytes(INLINE_BELOW)
     *_, first = await crossed(app, scope(), photo)
     app.sent.clear()
-    *_, inline = await crossed(app, scope(), photo)  # no room for a second
+    second = asyncio.create_task(crossed(app, scope(), photo))  # no room for it yet
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert app.sent == []
+    assert not second.done()
     assert first == (0, len(photo))
-    assert inline == photo
     assert reader.take(*first) == photo
     assert not _deliver_all([(bridge.TAKEN, reader.position)], app)
-    app.sent.clear()
-    *_, again = await crossed(app, scope(), photo)
+    *_, again = await second
     assert again == (reader.size, len(photo))  # past the end: at offset 0, once freed
     assert reader.take(*again) == photo
+    assert not _deliver_all([(bridge.TAKEN, reader.position)], app)
+    app.sent.clear()
+    huge = TINY + bytes(reader.size)
+    *_, inline = await crossed(app, scope(), huge)
+    assert inline == huge
     reader.close()
 
 
