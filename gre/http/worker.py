@@ -46,6 +46,7 @@ from gre.http.protocol import (
     limited_protocol,
 )
 from gre.logs import configure_logging
+from gre.malloc_thresholds import return_large_bodies
 from gre.replicas import wire
 
 log = logging.getLogger("gre.http.worker")
@@ -399,5 +400,6 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the primary drains, then says STOP
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the primary's
+    return_large_bodies()  # what it has passed on is the main process's to hold
     ring = RingWriter(int(sys.argv[2])) if len(sys.argv) > 2 else None
     uvloop.run(serve(socket.socket(fileno=int(sys.argv[1])), ring))
