@@ -22,8 +22,8 @@ holds: they reach the scheduler and the replica, so the front end's copies of a 
 the protocol's count too (batches pickled whole to their replica grew the front end +466 MiB
 against +279 MiB through the arena, before batches stopped at ``max_batch_bytes``). Same RSS
 target; every answer must be 200 or 503 ``too_many_bytes`` or ``queue_full`` (or the reset of a
-refused upload), and some 200. With ``workers = 2`` this misses the RSS target (README's
-Limits says where the memory is).
+refused upload), and some 200. With ``workers = 2`` this misses the RSS target (+389 to
++443 MiB; README's Limits says where the memory is).
 
 Prints, per round, what the uploads got (an answer, or the error that ended sending: a refused
 upload's connection is closed under it, and a reset can swallow the answer), the photo's status
