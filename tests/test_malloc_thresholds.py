@@ -30,15 +30,16 @@ CHURN = textwrap.dedent(
 )
 
 
-def faults(mode: str) -> int:
+def printed(script: str, mode: str) -> int:
+    """The number ``script`` prints, run in a fresh interpreter with ``mode`` as argv[1]."""
     done = subprocess.run(
-        [sys.executable, "-c", CHURN, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
     )
     return int(done.stdout)
 
 
 def test_freed_bodies_are_kept_for_the_next_batch() -> None:
-    by_default, kept = faults("default"), faults("set")
+    by_default, kept = printed(CHURN, "default"), printed(CHURN, "set")
     # 40 batches of 32 x 35 pages: glibc's default gives most of them back and faults them in
     # again; with the thresholds the heap keeps them.
     assert by_default > 40 * 32 * 10, by_default
@@ -72,15 +73,8 @@ BURST = textwrap.dedent(
 )
 
 
-def held_after_burst(mode: str) -> int:
-    done = subprocess.run(
-        [sys.executable, "-c", BURST, mode], capture_output=True, text=True, check=True
-    )
-    return int(done.stdout)
-
-
 def test_a_worker_gives_back_the_large_bodies_it_has_passed_on() -> None:
-    by_default, returned = held_after_burst("default"), held_after_burst("set")
+    by_default, returned = printed(BURST, "default"), printed(BURST, "set")
     # 30 x 3.3 MiB is 101 MiB: by default the heap keeps them between the pieces (its top
     # cannot shrink past them); with the fixed threshold each was mapped for itself.
     assert by_default > 80 * 1024, by_default
