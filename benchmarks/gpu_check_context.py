@@ -24,7 +24,7 @@ class Sizes:
     and timed seconds per batch size (all engines together); the service's closed-loop
     concurrency, warm-up and measured seconds, and its config variants (extra ``KEY=VALUE``
     settings per run); hey's request count for GRE's run (fewer if the budget says so) and
-    its warm-up's."""
+    its warm-up's; the scaling section's window per row (s)."""
 
     nets: tuple[str, ...] | None
     parity_images: int
@@ -38,6 +38,7 @@ class Sizes:
     variants: tuple[tuple[str, ...], ...]
     hey_requests: int
     hey_warmup: int
+    scaling_s: float
 
 
 FULL = Sizes(
@@ -53,6 +54,7 @@ FULL = Sizes(
     variants=((), ("decode_threads=12",)),
     hey_requests=20000,
     hey_warmup=200,
+    scaling_s=5.0,
 )
 #: ``--quick``: two small nets, small batches, short runs (about 2-3 minutes on 2 cores).
 QUICK = Sizes(
@@ -68,6 +70,7 @@ QUICK = Sizes(
     variants=((),),
     hey_requests=300,
     hey_warmup=40,
+    scaling_s=2.0,
 )
 
 

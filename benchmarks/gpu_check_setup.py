@@ -11,6 +11,9 @@ the repository root (already git-ignored), made here with ``python -m benchmarks
   --target`` into a folder put first on ``PYTHONPATH`` (its own and every section's), only
   when a module gre needs is missing;
 * ``hey``, this machine's binary (a Go program linked against libc alone);
+* ``wrk/``: this machine's ``wrk`` (the scaling section's load) and the shared libraries it
+  links beyond glibc's own (LuaJIT, OpenSSL), which set-up puts behind a wrapper script that
+  gives only wrk that library path;
 * ``shared/``: the part of ../shared the check reads (the zoo deploy prototxts, the photos,
   the ILSVRC-2012 synset words and mean image), about 2 MB.
 
@@ -189,6 +192,59 @@ def find_hey(bundle: Path) -> str | None:
     return str(target)
 
 
+#: Libraries of glibc itself (and the kernel's vDSO): never bundled with wrk.
+GLIBC_LIBRARIES = ("linux-vdso", "libc.so", "libm.so", "libpthread.so", "libdl.so", "librt.so",
+                   "ld-linux")  # fmt: skip
+
+
+def bundle_wrk(bundle: Path) -> str:
+    """Copy this machine's ``wrk`` and the libraries it links beyond glibc (from ``ldd``)
+    into ``bundle/wrk/``; returns what was done, in words."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return "wrk: not installed here (apt-get install wrk), not bundled"
+    folder = bundle / "wrk"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    shutil.copyfile(wrk, folder / "wrk")
+    linked = subprocess.run(["ldd", wrk], capture_output=True, text=True, check=True).stdout
+    libraries = []
+    for line in linked.splitlines():
+        name, _, rest = line.strip().partition(" => ")
+        path = rest.split(" (")[0].strip()
+        if rest and path.startswith("/") and not name.startswith(GLIBC_LIBRARIES):
+            shutil.copyfile(path, folder / name)
+            libraries.append(name)
+    return f"wrk: copied from {wrk}, with {', '.join(libraries) or 'no library'}"
+
+
+def find_wrk(bundle: Path) -> str | None:
+    """``wrk`` on PATH, else the bundle's (``bundle/wrk/``), run through a wrapper script that
+    sets ``LD_LIBRARY_PATH`` for wrk alone (the bundled OpenSSL must not replace the one
+    Python's own modules load), in the folder :func:`find_hey` puts on PATH; ``None`` when
+    neither is there."""
+    found = shutil.which("wrk")
+    source = bundle / "wrk"
+    if found or not (source / "wrk").is_file():
+        return found
+    folder = SITE.parent / "gre-gpu-check-bin"
+    libraries = SITE.parent / "gre-gpu-check-wrk"
+    shutil.rmtree(libraries, ignore_errors=True)
+    shutil.copytree(source, libraries)
+    binary = libraries / "wrk"
+    binary.chmod(binary.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    folder.mkdir(exist_ok=True)
+    wrapper = folder / "wrk"
+    wrapper.write_text(
+        f'#!/bin/sh\nLD_LIBRARY_PATH="{libraries}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" '
+        f'exec "{binary}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    if str(folder) not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+    return str(wrapper)
+
+
 def nvidia_smi() -> list[dict[str, str]] | str:
     """``nvidia-smi``'s GPUs (index, name, uuid, driver_version, memory.total and .free in
     MiB), or why there are none, in words."""
@@ -268,6 +324,7 @@ def prepare_bundle(bundle: Path, shared: Path | None, python: str = BUNDLE_PYTHO
         done.append(f"hey: copied from {hey}")
     else:
         done.append("hey: not installed here (apt-get install hey), not bundled")
+    done.append(bundle_wrk(bundle))
     if shared is None:
         done.append("shared: no ../shared here, not bundled")
     else:
@@ -311,6 +368,7 @@ def setup(
         else {"error": "torch is not installed (the torch engine's sections are skipped)"}
     )
     facts["hey"] = find_hey(bundle)
+    facts["wrk"] = find_wrk(bundle)
     facts["nvidia_smi"] = nvidia_smi()
     shared = shared_folder(shared_dir, bundle)
     facts["shared"] = str(shared) if shared else None
@@ -329,6 +387,7 @@ def setup(
     smi = facts["nvidia_smi"]
     log("nvidia-smi: " + (smi if isinstance(smi, str) else f"{len(smi)} GPUs"))
     log(f"hey: {facts['hey'] or 'not found (apt-get install hey, or bundle it: --prepare)'}")
+    log(f"wrk: {facts['wrk'] or 'not found (apt-get install wrk, or bundle it: --prepare)'}")
     nowhere = "none (../shared, the bundle's shared/, --shared): only open_nsfw"
     log(f"shared folder: {shared or nowhere}")
     for module in facts["optional_missing"]:
@@ -364,6 +423,8 @@ def skip_reason(name: str, facts: dict[str, Any], device: str) -> str:
         return f"torch {torch['version']} sees no CUDA GPU (CUDA build: {torch['cuda']})"
     if name == "gre_hey" and not facts["hey"]:
         return "hey is not installed: apt-get install hey, or bundle it (--prepare)"
+    if name == "scaling" and not facts.get("wrk"):
+        return "wrk is not installed: apt-get install wrk, or bundle it (--prepare)"
     if name in ("weights", "gre_hey") and facts["shared"] is None:
         return "no shared folder (zoo deploy prototxts): --shared DIR, or bundle it (--prepare)"
     return ""

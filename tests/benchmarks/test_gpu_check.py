@@ -1,7 +1,8 @@
 """benchmarks.gpu_check: the section runner (a failing or overrunning section leaves the next
 ones running, and its figures are kept), the total budget, the summary and JSON report, the
-pure checks (gre info vs nvidia-smi, why a section is skipped), the pycaffe-free weights
-writer against zoo.py's, and one whole ``--device cpu --quick`` run on this machine."""
+pure checks (gre info vs nvidia-smi, why a section is skipped, the scaling section's worker
+counts), the bundled wrk, the pycaffe-free weights writer against zoo.py's, and one whole
+``--device cpu --quick`` run on this machine."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 from benchmarks import gpu_check_runner as runner
+from benchmarks import gpu_check_setup
 from benchmarks.gpu_check import BUDGETS, headline
 from benchmarks.gpu_check_context import QUICK, ROOT, Context
 from benchmarks.gpu_check_engines import Tally
@@ -38,8 +40,9 @@ from benchmarks.gpu_check_runner import (
     run_sections,
     summary_table,
 )
+from benchmarks.gpu_check_scaling import worker_counts
 from benchmarks.gpu_check_service import compare_gpus
-from benchmarks.gpu_check_setup import skip_reason
+from benchmarks.gpu_check_setup import bundle_wrk, find_wrk, skip_reason
 from benchmarks.gpu_check_weights import write_random_weights
 from benchmarks.zoo import PHOTO_STD, make_weights
 from gre.model.caffemodel import read_weights
@@ -255,6 +258,20 @@ def test_headline_reads_the_key_figures() -> None:
             },
         ),
         Outcome(
+            "scaling",
+            "ok",
+            "",
+            1.0,
+            1.0,
+            {
+                "cores": 16,
+                "curve": {
+                    "1": {"tiny_req_s": 5000.0, "cat_over_decode_limit": 0.2},
+                    "12": {"tiny_req_s": 30000.4, "cat_over_decode_limit": 0.85},
+                },
+            },
+        ),
+        Outcome(
             "gre_hey",
             "ok",
             "",
@@ -266,6 +283,10 @@ def test_headline_reads_the_key_figures() -> None:
     lines = headline(outcomes)
     assert lines[0] == "parity: 2 nets, largest max |dp| 4.00e-07 (b vs opencv cpu), bound 1e-05"
     assert "throughput a: best 50.0 img/s (torch:fp16+graphs batch 8)" in lines
+    assert (
+        "scaling (null engine, 16 cores): 16x16 req/s w1 5000, w12 30000; "
+        "cat.jpg / decode limit at w12: 0.85"
+    ) in lines
     assert lines[-1] == "GRE's hey run: 3969.14 req/s (2.00x GRE's 1984.57 on 4x Titan X)"
     assert headline([Outcome("parity", "skipped", "no torch", 0.0, 50.0)]) == []
 
@@ -304,6 +325,7 @@ def facts(**changes: Any) -> dict[str, Any]:
     base = {
         "missing": [],
         "hey": "/usr/bin/hey",
+        "wrk": "/usr/bin/wrk",
         "shared": "/work/shared",
         "torch": {"version": "2.11.0+cu130", "cuda": "13.0", "cuda_available": True},
     }
@@ -320,8 +342,39 @@ def test_why_a_section_is_skipped() -> None:
     assert skip_reason("service", cpu_torch, "cpu") == ""
     assert skip_reason("parity", cpu_torch, "cpu") == ""
     assert skip_reason("gre_hey", facts(hey=None), "cpu").startswith("hey is not installed")
+    assert skip_reason("scaling", facts(wrk=None), "gpu").startswith("wrk is not installed")
     assert skip_reason("weights", facts(shared=None), "cpu").startswith("no shared folder")
     assert skip_reason("info", facts(torch={"error": "absent"}), "gpu") == ""
+
+
+def test_the_scaling_section_tries_worker_counts_up_to_three_quarters_of_the_cores() -> None:
+    assert worker_counts(16) == [1, 2, 4, 8, 12]
+    assert worker_counts(2) == [1, 2]
+    assert worker_counts(1) == [1, 2]
+    assert worker_counts(8) == [1, 2, 4]
+
+
+def test_the_bundled_wrk_runs_through_its_wrapper_where_none_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is not installed: apt-get install wrk (make setup does)", pytrace=False)
+    bundle = tmp_path / "bundle"
+    said = bundle_wrk(bundle)
+    assert said.startswith("wrk: copied from"), said
+    assert "libluajit" in said, said  # Debian's wrk links LuaJIT; glibc's own stay behind
+    assert not list((bundle / "wrk").glob("libc.so*"))
+    monkeypatch.setattr(gpu_check_setup, "SITE", tmp_path / "tmp" / "site")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))  # no wrk on PATH
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/elsewhere")
+    wrapper = find_wrk(bundle)
+    assert wrapper == str(tmp_path / "tmp" / "gre-gpu-check-bin" / "wrk")
+    assert os.environ["PATH"].split(os.pathsep)[0] == str(Path(wrapper).parent)
+    assert os.environ["LD_LIBRARY_PATH"] == "/elsewhere"  # the sections' own: unchanged
+    done = subprocess.run([wrapper, "-v"], capture_output=True, text=True, check=False)
+    assert "Copyright (C) 2012 Will Glozer" in done.stdout + done.stderr
+    assert find_wrk(tmp_path / "no-bundle") == wrapper  # now on PATH itself
 
 
 def test_the_context_goes_to_a_section_and_back(tmp_path: Path) -> None:
@@ -442,6 +495,11 @@ def test_a_quick_cpu_run_checks_and_measures_every_section(tmp_path: Path) -> No
     assert decode["images"] == QUICK.agreement_images
     assert (decode["max_level_diff"], decode["max_dp"]) == (0, 0.0)  # CPU: the same bytes
     assert sections["service"]["figures"]["runs"]["defaults"]["req_s"] > 0
+    scaling = sections["scaling"]["figures"]
+    assert set(scaling["curve"]) == {"1", "2"}, scaling
+    assert all(point["tiny_req_s"] > 0 for point in scaling["curve"].values())
+    assert {"trivial", "tiny", "cat", "tiny-w2", "cat-w2"} <= set(scaling["rows"])
+    assert scaling["decode_limit"]["images_per_s"] > 0
     hey = sections["gre_hey"]["figures"]["result"]
     assert hey["gre_req_s"] == 1984.57
     assert hey["req_s"] > 0
