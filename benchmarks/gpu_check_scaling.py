@@ -1,11 +1,12 @@
 """The ``scaling`` section of benchmarks/gpu_check.py: issue 13's goal 2 on a machine with
 more cores than this project's 2-core VM. benchmarks.overhead's rows, one ``gre serve
 --engine null`` per HTTP worker count (:func:`worker_counts`), each with the 16x16 JPEG and
-cat.jpg under ``wrk -t1 -c64``: req/s, CPU µs per request of the whole tree, the replicas'
-and the main process's part, the mean batch size; then the decode limit (every core decoding
-cat.jpg) and, for each count, req/s over one worker's and cat.jpg's req/s over the decode
-limit. Figures are saved after each server, so a section stopped at its budget keeps what it
-measured."""
+cat.jpg under ``wrk -t1 -c64``, its one replica on the CPU (``devices=cpu``: the null engine
+does no arithmetic, so the replica's work is a GPU replica's, decoding): req/s, CPU µs per
+request of the whole tree, the replicas' and the main process's part, the mean batch size;
+then the decode limit (every core decoding cat.jpg) and, for each count, req/s over one
+worker's and cat.jpg's req/s over the decode limit. Figures are saved after each server, so a
+section stopped at its budget keeps what it measured."""
 
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ def scaling(ctx: Context, budget: Budget, out: Figures) -> None:
         raise Skip("wrk is not installed: apt-get install wrk, or bundle it (--prepare)")
     seconds = max(1, round(ctx.sizes.scaling_s))
     warmup = WARMUP_S
-    args = overhead.parse_args(["--seconds", str(seconds), "--warmup", str(warmup)])
+    # The null engine has no GPU: on a GPU machine devices=all would refuse to plan it.
+    flags = ["--seconds", str(seconds), "--warmup", str(warmup), "--set", "devices=cpu"]
+    args = overhead.parse_args(flags)
     window = {"seconds": seconds, "connections": args.connections, "warmup": warmup}
     cores = os.cpu_count() or 1
     counts = worker_counts(cores)
