@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from benchmarks.engines import Row, batch_agreement, batch_rows, forward_all, gpu_specs, load
@@ -19,6 +20,7 @@ from benchmarks.gpu_check_context import Context, jpegs, net_batch
 from benchmarks.gpu_check_runner import Budget, Failed, Figures, Partial, Skip
 from gre.messages import Device
 from gre.model.engines import caffe_importable
+from gre.model.engines.opencv import opencv_reads_caffe
 
 #: fp32 torch against a CPU reference: the largest probability difference allowed (that of
 #: tests/model/test_engine_torch.py, where torch on the CPU meets pycaffe).
@@ -127,8 +129,14 @@ def parity(ctx: Context, budget: Budget, out: Figures) -> None:
     images, what = jpegs(ctx.sizes.parity_images)
     out.set("images", what)
     subject = "torch:fp32+graphs" if ctx.gpu else "torch:fp32"
-    refs = ["opencv"] + (["caffe"] if caffe_importable() else [])
+    # An OpenCV without the Caffe importer (OpenCV 5, as on some GPU images) is no reference.
+    refs = ["opencv"] if opencv_reads_caffe() else []
+    refs += ["caffe"] if caffe_importable() else []
     refs += ["torch:fp32"] if ctx.gpu else []
+    if not refs:
+        raise Skip("no CPU reference: OpenCV has no Caffe importer and pycaffe is absent")
+    if not opencv_reads_caffe():
+        out.set("left_out", f"opencv: OpenCV {cv2.__version__} has no Caffe importer")
     where = "GPU 0" if ctx.gpu else "the CPU (a CPU run: the same code, device = CPU)"
     print(f"# fp32 {subject} on {where} vs {', '.join(refs)} on the CPU; {len(images)} {what}")
     print(f"# bound: max |dp| <= {PROB_BOUND:g} against each reference")

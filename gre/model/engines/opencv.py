@@ -29,6 +29,12 @@ def opencv_has_cuda() -> bool:
         return False
 
 
+def opencv_reads_caffe() -> bool:
+    """Whether this OpenCV has the Caffe importer (``cv2.dnn.readNetFromCaffe``: 4.x; OpenCV 5
+    dropped it, and gre asks for opencv-python-headless < 5)."""
+    return hasattr(cv2, "dnn") and hasattr(cv2.dnn, "readNetFromCaffe")
+
+
 #: Layer types that cannot run without learned blobs.
 _WEIGHTED_LAYERS = {"Convolution", "InnerProduct", "Deconvolution", "BatchNorm", "Scale"}
 
@@ -40,7 +46,8 @@ class OpenCVEngine:
     CUDA; the CPU otherwise (then ``device`` says ``"cpu"``).
 
     Raises:
-        EngineError: OpenCV cannot read the deploy prototxt or caffemodel.
+        EngineError: OpenCV cannot read the deploy prototxt or caffemodel, or has no Caffe
+            importer at all (OpenCV 5).
     """
 
     name = "opencv"
@@ -48,6 +55,12 @@ class OpenCVEngine:
     def __init__(
         self, deploy: Path, weights: Path, device: Device, threads: int, output_blob: str | None
     ) -> None:
+        if not opencv_reads_caffe():
+            raise EngineError(
+                f"OpenCV {cv2.__version__} has no Caffe importer (cv2.dnn.readNetFromCaffe, "
+                "gone in OpenCV 5): install opencv-python-headless >= 4.8, < 5, or set "
+                'engine = "torch"'
+            )
         if threads > 0:
             cv2.setNumThreads(threads)
         self._deploy, self._weights = deploy, weights
